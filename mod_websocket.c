@@ -1,0 +1,416 @@
+/*
+ * mod_websocket.c -- httpd glue of mod_websocket: directives, handler
+ * loading, the opening handshake (RFC 6455 section 4) and the hooks.
+ *
+ * The protocol itself lives in core/ (no httpd there); the connection driver
+ * in mws_conn.c; the mws_host services in mws_host.c; channels across child
+ * processes in mws_pubsub.c.
+ */
+#include "apr_strings.h"
+#include "apr_lib.h"
+
+#include "httpd.h"
+#include "http_config.h"
+#include "http_core.h"
+#include "http_log.h"
+#include "http_protocol.h"
+#include "http_request.h"
+#include "ap_provider.h"
+#include "ap_mpm.h"
+#include "util_filter.h"
+
+#define MWS_MODULE_FILE
+#include "mws_private.h"
+
+#define MWS_HANDLER_NAME "websocket"
+
+/* Loaded handler shared objects, by resolved path, per configuration
+ * generation (the table lives in pconf, recreated on every restart). */
+static apr_hash_t *mws_dsos;
+/* Every WebSocketHandler line of this generation. */
+static apr_array_header_t *mws_instances;
+
+/* ---- configuration ---------------------------------------------------- */
+
+static void *create_dir_conf(apr_pool_t *p, char *dir)
+{
+    mws_dir_conf *d = apr_pcalloc(p, sizeof(*d));
+    d->instance = NULL;
+    d->max_message = MWS_UNSET;
+    d->options = apr_array_make(p, 2, sizeof(mws_option));
+    return d;
+}
+
+static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
+{
+    mws_dir_conf *base = basev, *add = addv;
+    mws_dir_conf *d = apr_pcalloc(p, sizeof(*d));
+
+    d->instance = add->instance ? add->instance : base->instance;
+    d->max_message = (add->max_message != MWS_UNSET) ? add->max_message
+                                                     : base->max_message;
+    /* inner options come last, so a lookup from the end sees them first */
+    d->options = apr_array_append(p, base->options, add->options);
+    return d;
+}
+
+apr_off_t mws_max_message(const mws_dir_conf *d)
+{
+    return d->max_message == MWS_UNSET ? MWS_DEFAULT_MAX_MESSAGE
+                                       : d->max_message;
+}
+
+static int pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
+{
+    mws_dsos = apr_hash_make(pconf);
+    mws_instances = apr_array_make(pconf, 4, sizeof(mws_instance *));
+    return OK;
+}
+
+/* Check what a handler says about itself before we accept it. */
+static const char *check_handler(cmd_parms *cmd, const mws_handler *h,
+                                 const char *what)
+{
+    if (h == NULL) {
+        return apr_psprintf(cmd->pool, "WebSocketHandler: %s returned no "
+                            "handler", what);
+    }
+    if (h->abi_major != MWS_ABI_MAJOR || h->abi_minor > MWS_ABI_MINOR) {
+        return apr_psprintf(cmd->pool, "WebSocketHandler: %s was built for "
+                            "handler API %u.%u, this mod_websocket serves "
+                            "%d.0 to %d.%d", what, (unsigned)h->abi_major,
+                            (unsigned)h->abi_minor, MWS_ABI_MAJOR,
+                            MWS_ABI_MAJOR, MWS_ABI_MINOR);
+    }
+    if (h->struct_size < offsetof(mws_handler, on_close)
+                         + sizeof(h->on_close)) {
+        return apr_psprintf(cmd->pool, "WebSocketHandler: %s has a handler "
+                            "struct of %u bytes, too small for API %d.0",
+                            what, (unsigned)h->struct_size, MWS_ABI_MAJOR);
+    }
+    if (!h->on_message && !h->on_fragment) {
+        return apr_psprintf(cmd->pool, "WebSocketHandler: %s has neither "
+                            "on_message nor on_fragment", what);
+    }
+    return NULL;
+}
+
+static const char *load_handler(cmd_parms *cmd, const char *arg,
+                                const char *symbol, const mws_handler **ph)
+{
+    const char *path, *what, *key;
+    apr_dso_handle_t *dso;
+    apr_dso_handle_sym_t sym;
+    mws_handler_entry_fn entry;
+    apr_status_t rv;
+    char err[256];
+
+    /* A registered provider name (no slash, no ".so") */
+    if (!ap_strchr_c(arg, '/') && !ap_strstr_c(arg, ".so")) {
+        *ph = ap_lookup_provider(MWS_PROVIDER_GROUP, arg,
+                                 MWS_PROVIDER_VERSION);
+        if (*ph == NULL) {
+            return apr_psprintf(cmd->pool, "WebSocketHandler: no handler "
+                                "named '%s' is registered (is its module "
+                                "loaded before this line?)", arg);
+        }
+        return check_handler(cmd, *ph, apr_psprintf(cmd->pool, "handler "
+                                                    "'%s'", arg));
+    }
+
+    path = ap_server_root_relative(cmd->pool, arg);
+    if (path == NULL) {
+        return apr_psprintf(cmd->pool, "WebSocketHandler: invalid path %s",
+                            arg);
+    }
+    what = apr_psprintf(cmd->pool, "%s (symbol %s)", path, symbol);
+    key = apr_pstrcat(cmd->temp_pool, path, "#", symbol, NULL);
+    if ((*ph = apr_hash_get(mws_dsos, key, APR_HASH_KEY_STRING)) != NULL) {
+        return NULL;
+    }
+    rv = apr_dso_load(&dso, path, cmd->pool);
+    if (rv != APR_SUCCESS) {
+        return apr_psprintf(cmd->pool, "WebSocketHandler: cannot load %s: "
+                            "%s", path, apr_dso_error(dso, err, sizeof(err)));
+    }
+    rv = apr_dso_sym(&sym, dso, symbol);
+    if (rv != APR_SUCCESS) {
+        return apr_psprintf(cmd->pool, "WebSocketHandler: %s has no symbol "
+                            "%s: %s", path, symbol,
+                            apr_dso_error(dso, err, sizeof(err)));
+    }
+    entry = (mws_handler_entry_fn)sym;
+    *ph = entry();
+    if ((what = check_handler(cmd, *ph, what)) != NULL) {
+        return what;
+    }
+    apr_hash_set(mws_dsos, apr_pstrdup(cmd->pool, key), APR_HASH_KEY_STRING,
+                 *ph);
+    return NULL;
+}
+
+static const char *cmd_handler(cmd_parms *cmd, void *dconf, const char *arg,
+                               const char *symbol)
+{
+    mws_dir_conf *d = dconf;
+    const mws_handler *h = NULL;
+    const char *err;
+    mws_instance *inst;
+
+    err = load_handler(cmd, arg, symbol ? symbol : MWS_HANDLER_ENTRY_SYMBOL,
+                       &h);
+    if (err) {
+        return err;
+    }
+    inst = apr_pcalloc(cmd->pool, sizeof(*inst));
+    inst->h = h;
+    inst->name = (h->name && *h->name) ? h->name : arg;
+    inst->where = apr_psprintf(cmd->pool, "%s:%d",
+                               cmd->directive->filename,
+                               cmd->directive->line_num);
+    inst->dconf = d;
+    d->instance = inst;
+    APR_ARRAY_PUSH(mws_instances, mws_instance *) = inst;
+    return NULL;
+}
+
+static const char *cmd_max_message(cmd_parms *cmd, void *dconf,
+                                   const char *arg)
+{
+    mws_dir_conf *d = dconf;
+    char *end;
+    apr_int64_t v = apr_strtoi64(arg, &end, 10);
+
+    if (end == arg || *end || v < 1) {
+        return apr_psprintf(cmd->pool, "WebSocketMaxMessageSize: '%s' is "
+                            "not a positive number of bytes", arg);
+    }
+    d->max_message = (apr_off_t)v;
+    return NULL;
+}
+
+static const char *cmd_option(cmd_parms *cmd, void *dconf, const char *key,
+                              const char *value)
+{
+    mws_dir_conf *d = dconf;
+    mws_option *o = apr_array_push(d->options);
+    o->key = key;
+    o->value = value;
+    return NULL;
+}
+
+static const command_rec mws_cmds[] = {
+    AP_INIT_TAKE12("WebSocketHandler", cmd_handler, NULL, RSRC_CONF | ACCESS_CONF,
+                   "the handler of this location: a shared object "
+                   "[and its entry symbol], or a registered handler name"),
+    AP_INIT_TAKE1("WebSocketMaxMessageSize", cmd_max_message, NULL,
+                  RSRC_CONF | ACCESS_CONF, "largest message accepted, in bytes "
+                  "(default 16777216); larger ones are closed with 1009"),
+    AP_INIT_TAKE2("WebSocketHandlerOption", cmd_option, NULL, RSRC_CONF | ACCESS_CONF,
+                  "an option (key value) handed to the handler"),
+    {NULL}
+};
+
+/* ---- the opening handshake -------------------------------------------- */
+
+static int refuse(request_rec *r, int status, const char *why)
+{
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, MWS_LOGNO(00001)
+                  "refusing WebSocket upgrade with %d: %s", status, why);
+    return status;
+}
+
+/* Collect the offered subprotocols (one or more header lines). */
+static int collect_offers(void *data, const char *key, const char *value)
+{
+    apr_array_header_t *offers = data;
+    const char *pos = value, *tok;
+    size_t len;
+
+    while (ws_token_next(&pos, &tok, &len)) {
+        APR_ARRAY_PUSH(offers, const char *) =
+            apr_pstrmemdup(offers->pool, tok, len);
+    }
+    return 1;
+}
+
+static int ws_handler(request_rec *r)
+{
+    mws_dir_conf *d;
+    const char *upgrade, *connection, *version, *key;
+    char accept[WS_ACCEPT_LEN + 1];
+    mws_request req;
+    mws_conn *mc;
+    int status;
+
+    if (!r->handler || strcmp(r->handler, MWS_HANDLER_NAME)) {
+        return DECLINED;
+    }
+    d = ap_get_module_config(r->per_dir_config, &websocket_module);
+    if (!d->instance) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, MWS_LOGNO(00002)
+                      "SetHandler websocket without a WebSocketHandler "
+                      "for %s", r->uri);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    upgrade = apr_table_get(r->headers_in, "Upgrade");
+    if (!upgrade || !ws_token_list_has(upgrade, "websocket")) {
+        apr_table_setn(r->err_headers_out, "Upgrade", "websocket");
+        apr_table_mergen(r->err_headers_out, "Connection", "Upgrade");
+        return refuse(r, HTTP_UPGRADE_REQUIRED, "no Upgrade: websocket");
+    }
+    if (r->method_number != M_GET || r->header_only) {
+        return refuse(r, HTTP_BAD_REQUEST, "method is not GET");
+    }
+    if (r->proto_num < HTTP_VERSION(1, 1)) {
+        return refuse(r, HTTP_BAD_REQUEST, "protocol older than HTTP/1.1");
+    }
+    connection = apr_table_get(r->headers_in, "Connection");
+    if (!connection || !ws_token_list_has(connection, "upgrade")) {
+        return refuse(r, HTTP_BAD_REQUEST, "Connection lacks upgrade");
+    }
+    version = apr_table_get(r->headers_in, "Sec-WebSocket-Version");
+    if (!version || strcmp(version, "13")) {
+        apr_table_setn(r->err_headers_out, "Sec-WebSocket-Version", "13");
+        return refuse(r, HTTP_UPGRADE_REQUIRED,
+                      "Sec-WebSocket-Version is not 13");
+    }
+    key = apr_table_get(r->headers_in, "Sec-WebSocket-Key");
+    if (!key || !ws_handshake_key_valid(key)) {
+        return refuse(r, HTTP_BAD_REQUEST, "bad Sec-WebSocket-Key");
+    }
+    if (r->read_body == REQUEST_NO_BODY && (r->remaining > 0
+        || apr_table_get(r->headers_in, "Transfer-Encoding"))) {
+        return refuse(r, HTTP_BAD_REQUEST, "upgrade request with a body");
+    }
+    if (!d->instance->ready) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, MWS_LOGNO(00003)
+                      "handler %s (%s) failed to initialise in this process",
+                      d->instance->name, d->instance->where);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    mc = mws_conn_create(r, d->instance, d);
+    if (!mc) {
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    memset(&req, 0, sizeof(req));
+    req.r = r;
+    req.mc = mc;
+    req.offered = apr_array_make(r->pool, 2, sizeof(const char *));
+    apr_table_do(collect_offers, req.offered, r->headers_in,
+                 "Sec-WebSocket-Protocol", NULL);
+
+    if (d->instance->h->on_open) {
+        status = d->instance->h->on_open(mc, &req, d->instance->data);
+        if (status != 0) {
+            if (status < 400 || status > 599) {
+                ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, MWS_LOGNO(00004)
+                              "handler %s: on_open returned %d, not 0 or an "
+                              "HTTP status 400-599", d->instance->name,
+                              status);
+                status = HTTP_INTERNAL_SERVER_ERROR;
+            }
+            mws_conn_abort(mc);
+            return refuse(r, status, "refused by the handler");
+        }
+    }
+    mc->opened = 1;
+    mc->subprotocol = req.chosen;
+
+    ws_handshake_accept(key, accept);
+    r->status = HTTP_SWITCHING_PROTOCOLS;
+    r->status_line = ap_get_status_line(HTTP_SWITCHING_PROTOCOLS);
+    apr_table_setn(r->headers_out, "Upgrade", "websocket");
+    apr_table_setn(r->headers_out, "Connection", "Upgrade");
+    apr_table_setn(r->headers_out, "Sec-WebSocket-Accept",
+                   apr_pstrdup(r->pool, accept));
+    if (req.chosen) {
+        apr_table_setn(r->headers_out, "Sec-WebSocket-Protocol", req.chosen);
+    }
+    ap_send_interim_response(r, 1);
+
+    /* From here the bytes on the connection are WebSocket frames: the
+     * request's filters must not read a body or write a response. */
+    r->output_filters = r->proto_output_filters = r->connection->output_filters;
+    r->input_filters = r->proto_input_filters = r->connection->input_filters;
+    r->connection->keepalive = AP_CONN_CLOSE;
+    ap_remove_input_filter_byhandle(r->connection->input_filters,
+                                    "reqtimeout");
+
+    mws_conn_run(mc);   /* releases the connection's reference */
+    return OK;
+}
+
+/* ---- per child -------------------------------------------------------- */
+
+static apr_status_t instances_shutdown(void *unused)
+{
+    int i;
+
+    for (i = 0; i < mws_instances->nelts; ++i) {
+        mws_instance *inst = APR_ARRAY_IDX(mws_instances, i, mws_instance *);
+        if (inst->ready && inst->h->shutdown) {
+            inst->h->shutdown(inst->data);
+        }
+        inst->ready = 0;
+    }
+    return APR_SUCCESS;
+}
+
+static void child_init(apr_pool_t *pchild, server_rec *s)
+{
+    int i;
+
+    mws_registry_init(pchild);
+    for (i = 0; i < mws_instances->nelts; ++i) {
+        mws_instance *inst = APR_ARRAY_IDX(mws_instances, i, mws_instance *);
+        const apr_array_header_t *opts = inst->dconf->options;
+
+        inst->data = NULL;
+        inst->ready = 1;
+        if (inst->h->init
+            && inst->h->init(&mws_host_table, (const mws_option *)opts->elts,
+                             (size_t)opts->nelts, &inst->data) != 0) {
+            inst->ready = 0;
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, MWS_LOGNO(00005)
+                         "handler %s (%s): init failed", inst->name,
+                         inst->where);
+        }
+    }
+    apr_pool_cleanup_register(pchild, NULL, instances_shutdown,
+                              apr_pool_cleanup_null);
+    mws_pubsub_child_init(pchild, s);
+}
+
+static int post_config(apr_pool_t *pconf, apr_pool_t *plog,
+                       apr_pool_t *ptemp, server_rec *s)
+{
+    if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG) {
+        return OK;
+    }
+    return mws_pubsub_post_config(pconf, ptemp, s);
+}
+
+static void register_hooks(apr_pool_t *p)
+{
+    ap_hook_pre_config(pre_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_post_config(post_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_init(child_init, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(ws_handler, NULL, NULL, APR_HOOK_MIDDLE);
+}
+
+AP_DECLARE_MODULE(websocket) = {
+    STANDARD20_MODULE_STUFF,
+    create_dir_conf,
+    merge_dir_conf,
+    NULL,
+    NULL,
+    mws_cmds,
+    register_hooks
+#if defined(AP_MODULE_HAS_FLAGS)
+    , AP_MODULE_FLAG_ALWAYS_MERGE
+#endif
+};

@@ -1,0 +1,713 @@
+/*
+ * mws_conn.c -- one WebSocket connection: its lifecycle, its send queue and
+ * the blocking driver that runs it on the request's worker thread.
+ *
+ * All bytes go through the connection's filters (c->input_filters,
+ * c->output_filters), so mod_ssl works; the driver waits with a pollset on
+ * the descriptor ap_get_pollfd_from_conn() gives, and other threads wake it
+ * with apr_pollset_wakeup() after they queued something.
+ *
+ * Locking: mc->lock guards the queue, the timers, the state and the
+ * reference count.  No callback into the handler runs with it held, and the
+ * code never holds two connections' locks at once.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "apr_strings.h"
+
+#include "httpd.h"
+#include "http_core.h"
+#include "http_log.h"
+#include "http_connection.h"
+#include "util_filter.h"
+
+#include "mws_private.h"
+
+static uint64_t mws_next_id;
+
+/* ---- lifecycle -------------------------------------------------------- */
+
+mws_conn *mws_conn_create(request_rec *r, mws_instance *inst,
+                          const mws_dir_conf *dconf)
+{
+    mws_conn *mc = calloc(1, sizeof(*mc));
+    int i;
+
+    if (!mc) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, APR_ENOMEM, r, MWS_LOGNO(00006)
+                      "cannot allocate a WebSocket connection");
+        return NULL;
+    }
+    pthread_mutex_init(&mc->lock, NULL);
+    mc->refs = 1;               /* the driver's */
+    mc->state = MWS_ST_HANDSHAKE;
+    mc->id = __atomic_add_fetch(&mws_next_id, 1, __ATOMIC_RELAXED);
+    mc->c = r->connection;
+    mc->r = r;
+    mc->inst = inst;
+    mc->dconf = dconf;
+    mc->options = apr_table_make(r->connection->pool, dconf->options->nelts);
+    for (i = 0; i < dconf->options->nelts; ++i) {
+        mws_option *o = &APR_ARRAY_IDX(dconf->options, i, mws_option);
+        apr_table_setn(mc->options, o->key, o->value);
+    }
+    mws_registry_add(mc);
+    return mc;
+}
+
+mws_conn *mws_conn_retain(mws_conn *mc)
+{
+    pthread_mutex_lock(&mc->lock);
+    ++mc->refs;
+    pthread_mutex_unlock(&mc->lock);
+    return mc;
+}
+
+static void outq_free(mws_outq *q)
+{
+    mws_out *o = q->head, *next;
+
+    for (; o; o = next) {
+        next = o->next;
+        free(o);
+    }
+    q->head = q->tail = NULL;
+}
+
+void mws_conn_release(mws_conn *mc)
+{
+    unsigned left;
+
+    pthread_mutex_lock(&mc->lock);
+    left = --mc->refs;
+    pthread_mutex_unlock(&mc->lock);
+    if (left == 0) {
+        outq_free(&mc->out);
+        outq_free(&mc->held);
+        pthread_mutex_destroy(&mc->lock);
+        free(mc);
+    }
+}
+
+/* Mark the connection gone: later calls from any thread fail, queued data
+ * and timers are dropped.  Called by the connection's own thread. */
+static void conn_kill(mws_conn *mc)
+{
+    struct mws_timer *t, *next;
+
+    pthread_mutex_lock(&mc->lock);
+    mc->state = MWS_ST_DEAD;
+    mc->pollset = NULL;
+    for (t = mc->timers; t; t = next) {
+        next = t->next;
+        free(t);
+    }
+    mc->timers = NULL;
+    outq_free(&mc->out);
+    outq_free(&mc->held);
+    mc->queued = 0;
+    pthread_mutex_unlock(&mc->lock);
+    mws_registry_remove(mc);
+    mws_pubsub_drop_conn(mc);
+}
+
+/* ---- the send queue --------------------------------------------------- */
+
+static void outq_push(mws_outq *q, mws_out *o)
+{
+    o->next = NULL;
+    if (q->tail) {
+        q->tail->next = o;
+    }
+    else {
+        q->head = o;
+    }
+    q->tail = o;
+}
+
+static void outq_append(mws_outq *q, mws_outq *more)
+{
+    if (!more->head) {
+        return;
+    }
+    if (q->tail) {
+        q->tail->next = more->head;
+    }
+    else {
+        q->head = more->head;
+    }
+    q->tail = more->tail;
+    more->head = more->tail = NULL;
+}
+
+/* Wake the driver if another thread queued something.  Lock held. */
+static void wake_locked(mws_conn *mc)
+{
+    if (mc->pollset && !pthread_equal(pthread_self(), mc->driver_thread)) {
+        apr_pollset_wakeup(mc->pollset);
+    }
+}
+
+static mws_out *frame_new(int fin, ws_opcode op, const void *data,
+                          size_t len, int is_close)
+{
+    uint8_t hdr[WS_MAX_FRAME_HEADER];
+    size_t hlen = ws_frame_header(hdr, fin, 0, op, len, NULL);
+    mws_out *o = malloc(sizeof(*o) + hlen + len);
+
+    if (!o) {
+        return NULL;
+    }
+    o->next = NULL;
+    o->len = hlen + len;
+    o->is_close = is_close;
+    memcpy(MWS_OUT_BYTES(o), hdr, hlen);
+    if (len) {
+        memcpy(MWS_OUT_BYTES(o) + hlen, data, len);
+    }
+    return o;
+}
+
+/*
+ * Queue one frame.  kind says where it goes:
+ *   MWS_Q_WHOLE   a whole data message: behind an open send_part message
+ *   MWS_Q_PART    a part of the send_part message (first/next/last)
+ *   MWS_Q_CONTROL ping/pong/close: straight into the write queue
+ */
+int mws_queue_frame(mws_conn *mc, int fin, ws_opcode op, const void *data,
+                    size_t len, int kind)
+{
+    mws_out *o = frame_new(fin, op, data, len, op == WS_OP_CLOSE);
+
+    if (!o) {
+        return MWS_ERR_NOMEM;
+    }
+    pthread_mutex_lock(&mc->lock);
+    if (mc->state == MWS_ST_DEAD || mc->close_queued) {
+        pthread_mutex_unlock(&mc->lock);
+        free(o);
+        return MWS_ERR_CLOSED;
+    }
+    if (kind == MWS_Q_WHOLE && mc->part_open) {
+        outq_push(&mc->held, o);
+    }
+    else {
+        outq_push(&mc->out, o);
+        if (kind == MWS_Q_PART && fin) {
+            mc->part_open = 0;
+            outq_append(&mc->out, &mc->held);
+        }
+    }
+    if (op == WS_OP_CLOSE) {
+        mc->close_queued = 1;
+        mc->close_code = len >= 2 ? ((unsigned)((const uint8_t *)data)[0] << 8
+                                     | ((const uint8_t *)data)[1])
+                                  : WS_CLOSE_NO_STATUS;
+        if (mc->state == MWS_ST_OPEN) {
+            mc->state = MWS_ST_CLOSING;
+        }
+    }
+    mc->queued += o->len;
+    wake_locked(mc);
+    pthread_mutex_unlock(&mc->lock);
+    return MWS_OK;
+}
+
+int mws_queue_close(mws_conn *mc, unsigned code, const char *reason)
+{
+    uint8_t payload[WS_MAX_CONTROL_PAYLOAD];
+    size_t len = ws_close_build(payload, code, reason,
+                                reason ? strlen(reason) : 0);
+
+    return mws_queue_frame(mc, 1, WS_OP_CLOSE, payload, len, MWS_Q_CONTROL);
+}
+
+/* ---- timers ----------------------------------------------------------- */
+
+static void timer_insert_locked(mws_conn *mc, struct mws_timer *t)
+{
+    struct mws_timer **pp = &mc->timers;
+
+    while (*pp && (*pp)->due <= t->due) {
+        pp = &(*pp)->next;
+    }
+    t->next = *pp;
+    *pp = t;
+}
+
+mws_timer *mws_timer_add(mws_conn *mc, unsigned ms, int periodic,
+                         mws_timer_fn fn, void *arg)
+{
+    struct mws_timer *t;
+
+    if (!fn) {
+        return NULL;
+    }
+    t = calloc(1, sizeof(*t));
+    if (!t) {
+        return NULL;
+    }
+    t->period = periodic ? apr_time_from_msec(ms ? ms : 1) : 0;
+    t->due = apr_time_now() + apr_time_from_msec(ms);
+    t->fn = fn;
+    t->arg = arg;
+    pthread_mutex_lock(&mc->lock);
+    if (mc->state == MWS_ST_DEAD) {
+        pthread_mutex_unlock(&mc->lock);
+        free(t);
+        return NULL;
+    }
+    timer_insert_locked(mc, t);
+    wake_locked(mc);
+    pthread_mutex_unlock(&mc->lock);
+    return t;
+}
+
+int mws_timer_cancel(mws_conn *mc, mws_timer *t)
+{
+    struct mws_timer **pp;
+    int rv = MWS_ERR_NOTFOUND;
+
+    pthread_mutex_lock(&mc->lock);
+    if (t && t == mc->running && !mc->running_cancelled) {
+        mc->running_cancelled = 1;
+        rv = MWS_OK;
+    }
+    else {
+        /* compare pointers only: t may be a timer that already ended */
+        for (pp = &mc->timers; *pp; pp = &(*pp)->next) {
+            if (*pp == t) {
+                *pp = t->next;
+                free(t);
+                rv = MWS_OK;
+                break;
+            }
+        }
+    }
+    pthread_mutex_unlock(&mc->lock);
+    return rv;
+}
+
+/* Run the timers that are due; returns the next due time or 0. */
+static apr_time_t run_timers(mws_conn *mc)
+{
+    apr_time_t now = apr_time_now(), next;
+    struct mws_timer *t;
+
+    pthread_mutex_lock(&mc->lock);
+    while ((t = mc->timers) != NULL && t->due <= now
+           && mc->state == MWS_ST_OPEN) {
+        mc->timers = t->next;
+        mc->running = t;
+        mc->running_cancelled = 0;
+        pthread_mutex_unlock(&mc->lock);
+
+        t->fn(mc, t->arg);
+
+        pthread_mutex_lock(&mc->lock);
+        mc->running = NULL;
+        if (t->period && !mc->running_cancelled
+            && mc->state == MWS_ST_OPEN) {
+            t->due += t->period;
+            if (t->due < now) {
+                t->due = now + t->period;  /* we fell behind: skip beats */
+            }
+            timer_insert_locked(mc, t);
+        }
+        else {
+            free(t);
+        }
+    }
+    next = mc->timers ? mc->timers->due : 0;
+    pthread_mutex_unlock(&mc->lock);
+    return next;
+}
+
+/* ---- the driver ------------------------------------------------------- */
+
+typedef struct {
+    mws_conn *mc;
+    conn_rec *c;
+    const mws_handler *h;
+    ws_parser parser;
+    apr_bucket_brigade *bb_in, *bb_out;
+    uint8_t *rbuf;
+    uint8_t *msg;               /* reassembly of a fragmented message */
+    size_t msg_len, msg_cap;
+    int done;                   /* leave the loop after the next flush */
+    int close_written;          /* our close frame is on the wire */
+    apr_time_t close_deadline;
+    int code;                   /* for on_close */
+    char reason[WS_MAX_CLOSE_REASON + 1];
+    size_t reason_len;
+    int have_code;
+} mws_drive;
+
+static void set_close_info(mws_drive *dv, int code, const void *reason,
+                           size_t len)
+{
+    if (dv->have_code) {
+        return;
+    }
+    dv->have_code = 1;
+    dv->code = code;
+    if (len > WS_MAX_CLOSE_REASON) {
+        len = WS_MAX_CLOSE_REASON;
+    }
+    if (len) {
+        memcpy(dv->reason, reason, len);
+    }
+    dv->reason[len] = '\0';
+    dv->reason_len = len;
+}
+
+/* Fail the connection with code: queue our close, stop reading. */
+static void fail(mws_drive *dv, unsigned code, const char *why)
+{
+    set_close_info(dv, (int)code, why, strlen(why));
+    mws_queue_close(dv->mc, code, why);
+    dv->done = 1;
+}
+
+static void out_free(void *data)
+{
+    free((mws_out *)data - 1);
+}
+
+/* Write everything queued.  Returns APR_SUCCESS or the write error. */
+static apr_status_t flush_out(mws_drive *dv)
+{
+    mws_conn *mc = dv->mc;
+    mws_out *o, *next;
+    size_t bytes = 0;
+    int wrote_close = 0;
+    apr_status_t rv;
+
+    pthread_mutex_lock(&mc->lock);
+    o = mc->out.head;
+    mc->out.head = mc->out.tail = NULL;
+    pthread_mutex_unlock(&mc->lock);
+    if (!o) {
+        return APR_SUCCESS;
+    }
+    for (; o; o = next) {
+        next = o->next;
+        bytes += o->len;
+        wrote_close |= o->is_close;
+        APR_BRIGADE_INSERT_TAIL(dv->bb_out,
+            apr_bucket_heap_create((const char *)MWS_OUT_BYTES(o), o->len,
+                                   out_free, dv->c->bucket_alloc));
+    }
+    APR_BRIGADE_INSERT_TAIL(dv->bb_out,
+                            apr_bucket_flush_create(dv->c->bucket_alloc));
+    rv = ap_pass_brigade(dv->c->output_filters, dv->bb_out);
+    apr_brigade_cleanup(dv->bb_out);
+
+    pthread_mutex_lock(&mc->lock);
+    mc->queued = mc->queued > bytes ? mc->queued - bytes : 0;
+    pthread_mutex_unlock(&mc->lock);
+    if (wrote_close && !dv->close_written) {
+        dv->close_written = 1;
+        dv->close_deadline = apr_time_now() + MWS_DEFAULT_CLOSE_TIMEOUT;
+    }
+    return rv;
+}
+
+static int deliver(mws_drive *dv, mws_msg_type type, const void *data,
+                   size_t len)
+{
+    return dv->h->on_message(dv->mc, type, data, len);
+}
+
+static void handler_failed(mws_drive *dv)
+{
+    ap_log_cerror(APLOG_MARK, APLOG_ERR, 0, dv->c, MWS_LOGNO(00007)
+                  "ws(%" APR_UINT64_T_FMT "): handler %s (%s) returned an "
+                  "error, closing with 1011", (apr_uint64_t)dv->mc->id,
+                  dv->mc->inst->name, dv->mc->inst->where);
+    fail(dv, WS_CLOSE_INTERNAL_ERROR, "handler error");
+}
+
+static void on_data(mws_drive *dv, const ws_event *ev)
+{
+    mws_msg_type type = (ev->opcode == WS_OP_TEXT) ? MWS_TEXT : MWS_BINARY;
+    int first = (ev->flags & WS_DATA_FIRST) != 0;
+    int last = (ev->flags & WS_DATA_LAST) != 0;
+    int rc;
+
+    if (dv->mc->close_queued) {
+        return;                 /* closing: data is discarded */
+    }
+    if (dv->h->on_fragment) {
+        rc = dv->h->on_fragment(dv->mc, type, ev->data, ev->len, first,
+                                last);
+    }
+    else if (first && last) {
+        rc = deliver(dv, type, ev->data, ev->len);   /* no copy */
+    }
+    else {
+        if (first) {
+            dv->msg_len = 0;
+        }
+        if (dv->msg_len + ev->len > dv->msg_cap) {
+            size_t cap = dv->msg_cap ? dv->msg_cap : 4096;
+            uint8_t *m;
+            while (cap < dv->msg_len + ev->len) {
+                cap *= 2;
+            }
+            m = realloc(dv->msg, cap);
+            if (!m) {
+                fail(dv, WS_CLOSE_TOO_BIG, "out of memory");
+                return;
+            }
+            dv->msg = m;
+            dv->msg_cap = cap;
+        }
+        if (ev->len) {
+            memcpy(dv->msg + dv->msg_len, ev->data, ev->len);
+            dv->msg_len += ev->len;
+        }
+        if (!last) {
+            return;
+        }
+        rc = deliver(dv, type, dv->msg, dv->msg_len);
+        if (dv->msg_cap > 65536) {      /* do not keep a large buffer */
+            free(dv->msg);
+            dv->msg = NULL;
+            dv->msg_cap = 0;
+        }
+    }
+    if (rc != 0) {
+        handler_failed(dv);
+    }
+}
+
+/* Feed what was read to the parser and act on each event. */
+static void process(mws_drive *dv, uint8_t *buf, size_t len)
+{
+    ws_event ev;
+    size_t used;
+    ws_status st;
+
+    while (!dv->done) {
+        st = ws_parser_feed(&dv->parser, buf, len, &used, &ev);
+        buf += used;
+        len -= used;
+        if (st == WS_NEED_MORE || st == WS_ERR_STATE) {
+            return;
+        }
+        switch (ev.type) {
+        case WS_EV_DATA:
+            on_data(dv, &ev);
+            break;
+        case WS_EV_PING:
+            if (!dv->mc->close_queued) {
+                mws_queue_frame(dv->mc, 1, WS_OP_PONG, ev.data, ev.len,
+                                MWS_Q_CONTROL);
+            }
+            break;
+        case WS_EV_PONG:
+            break;
+        case WS_EV_CLOSE:
+            ap_log_cerror(APLOG_MARK, APLOG_TRACE2, 0, dv->c,
+                          "ws(%" APR_UINT64_T_FMT "): peer closed with %u",
+                          (apr_uint64_t)dv->mc->id, ev.close_code);
+            if (dv->mc->close_queued) {
+                set_close_info(dv, (int)dv->mc->close_code, NULL, 0);
+            }
+            else {
+                set_close_info(dv, (int)ev.close_code, ev.reason,
+                               ev.reason_len);
+                mws_queue_close(dv->mc, ev.close_code == WS_CLOSE_NO_STATUS
+                                ? 0 : ev.close_code, NULL);
+            }
+            dv->done = 1;
+            return;
+        case WS_EV_ERROR:
+            ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, dv->c, MWS_LOGNO(00008)
+                          "ws(%" APR_UINT64_T_FMT "): protocol error, "
+                          "closing with %u: %.*s", (apr_uint64_t)dv->mc->id,
+                          ev.close_code, (int)ev.reason_len,
+                          (const char *)ev.reason);
+            if (dv->mc->close_queued) {
+                dv->done = 1;   /* we were closing anyway */
+            }
+            else {
+                char why[WS_MAX_CLOSE_REASON + 1];
+                size_t n = ev.reason_len < WS_MAX_CLOSE_REASON
+                           ? ev.reason_len : WS_MAX_CLOSE_REASON;
+                memcpy(why, ev.reason, n);
+                why[n] = '\0';
+                fail(dv, ev.close_code, why);
+            }
+            return;
+        default:
+            return;
+        }
+    }
+}
+
+/* Read whatever is there without blocking.  Returns APR_EAGAIN when no
+ * more is available now, APR_EOF when the peer is gone. */
+static apr_status_t read_available(mws_drive *dv)
+{
+    apr_status_t rv;
+    apr_size_t len;
+    int eos;
+
+    for (;;) {
+        rv = ap_get_brigade(dv->c->input_filters, dv->bb_in,
+                            AP_MODE_READBYTES, APR_NONBLOCK_READ,
+                            MWS_READ_CHUNK);
+        if (rv != APR_SUCCESS) {
+            apr_brigade_cleanup(dv->bb_in);
+            return APR_STATUS_IS_EAGAIN(rv) ? APR_EAGAIN : rv;
+        }
+        if (APR_BRIGADE_EMPTY(dv->bb_in)) {
+            return APR_EAGAIN;
+        }
+        eos = APR_BUCKET_IS_EOS(APR_BRIGADE_LAST(dv->bb_in));
+        len = MWS_READ_CHUNK;
+        rv = apr_brigade_flatten(dv->bb_in, (char *)dv->rbuf, &len);
+        apr_brigade_cleanup(dv->bb_in);
+        if (rv != APR_SUCCESS) {
+            return rv;
+        }
+        if (len) {
+            process(dv, dv->rbuf, len);
+        }
+        if (eos) {
+            return APR_EOF;
+        }
+        if (dv->done) {
+            return APR_SUCCESS;
+        }
+    }
+}
+
+int mws_conn_run(mws_conn *mc)
+{
+    mws_drive dv;
+    apr_pool_t *p;
+    apr_pollset_t *ps = NULL;
+    apr_pollfd_t pfd;
+    const apr_pollfd_t *fired;
+    apr_int32_t nfired;
+    ws_parser_config pcfg;
+    apr_status_t rv;
+    apr_time_t next_timer, now;
+    apr_interval_time_t wait;
+
+    memset(&dv, 0, sizeof(dv));
+    dv.mc = mc;
+    dv.c = mc->c;
+    dv.h = mc->inst->h;
+    dv.code = WS_CLOSE_ABNORMAL;
+    apr_pool_create(&p, dv.c->pool);
+    apr_pool_tag(p, "mws_conn");
+    dv.bb_in = apr_brigade_create(p, dv.c->bucket_alloc);
+    dv.bb_out = apr_brigade_create(p, dv.c->bucket_alloc);
+    dv.rbuf = apr_palloc(p, MWS_READ_CHUNK);
+
+    memset(&pcfg, 0, sizeof(pcfg));
+    pcfg.max_message = (uint64_t)mws_max_message(mc->dconf);
+    pcfg.require_mask = 1;
+    pcfg.validate_utf8 = 1;
+    ws_parser_init(&dv.parser, &pcfg);
+
+    memset(&pfd, 0, sizeof(pfd));
+    rv = ap_get_pollfd_from_conn(dv.c, &pfd, NULL);
+    if (rv == APR_SUCCESS && pfd.desc_type != APR_NO_DESC) {
+        pfd.p = p;
+        pfd.reqevents = APR_POLLIN;
+        rv = apr_pollset_create(&ps, 1, p, APR_POLLSET_WAKEABLE);
+        if (rv == APR_SUCCESS) {
+            rv = apr_pollset_add(ps, &pfd);
+        }
+    }
+    else if (rv == APR_SUCCESS) {
+        rv = APR_EOF;
+    }
+    if (rv != APR_SUCCESS) {
+        ap_log_cerror(APLOG_MARK, APLOG_ERR, rv, dv.c, MWS_LOGNO(00009)
+                      "ws(%" APR_UINT64_T_FMT "): cannot poll this "
+                      "connection", (apr_uint64_t)mc->id);
+        ps = NULL;
+        fail(&dv, WS_CLOSE_INTERNAL_ERROR, "cannot poll connection");
+    }
+
+    pthread_mutex_lock(&mc->lock);
+    mc->driver_thread = pthread_self();
+    mc->pollset = ps;
+    if (mc->state == MWS_ST_HANDSHAKE) {
+        mc->state = MWS_ST_OPEN;
+    }
+    pthread_mutex_unlock(&mc->lock);
+    ap_log_cerror(APLOG_MARK, APLOG_TRACE1, 0, dv.c,
+                  "ws(%" APR_UINT64_T_FMT "): open, handler %s",
+                  (apr_uint64_t)mc->id, mc->inst->name);
+
+    for (;;) {
+        if (flush_out(&dv) != APR_SUCCESS) {
+            break;              /* cannot write: the peer is gone */
+        }
+        if (dv.done) {
+            break;
+        }
+        rv = read_available(&dv);
+        if (rv != APR_EAGAIN && rv != APR_SUCCESS) {
+            break;              /* EOF or read error */
+        }
+        if (dv.done) {
+            continue;           /* flush our close, then leave */
+        }
+        next_timer = run_timers(mc);
+        pthread_mutex_lock(&mc->lock);
+        nfired = (mc->out.head != NULL);
+        pthread_mutex_unlock(&mc->lock);
+        if (nfired) {
+            continue;           /* a timer or another thread queued data */
+        }
+        now = apr_time_now();
+        wait = -1;
+        if (next_timer) {
+            wait = next_timer > now ? next_timer - now : 0;
+        }
+        if (dv.close_written) {
+            if (now >= dv.close_deadline) {
+                break;          /* the peer never answered our close */
+            }
+            if (wait < 0 || dv.close_deadline - now < wait) {
+                wait = dv.close_deadline - now;
+            }
+        }
+        rv = apr_pollset_poll(ps, wait, &nfired, &fired);
+        if (rv != APR_SUCCESS && !APR_STATUS_IS_EINTR(rv)
+            && !APR_STATUS_IS_TIMEUP(rv)) {
+            ap_log_cerror(APLOG_MARK, APLOG_ERR, rv, dv.c, MWS_LOGNO(00010)
+                          "ws(%" APR_UINT64_T_FMT "): poll failed",
+                          (apr_uint64_t)mc->id);
+            break;
+        }
+    }
+
+    conn_kill(mc);
+    ap_log_cerror(APLOG_MARK, APLOG_TRACE1, 0, dv.c,
+                  "ws(%" APR_UINT64_T_FMT "): closed with %d",
+                  (apr_uint64_t)mc->id, dv.code);
+    if (mc->opened && dv.h->on_close) {
+        dv.h->on_close(mc, dv.code, dv.reason, dv.reason_len);
+    }
+    free(dv.msg);
+    apr_pool_destroy(p);
+    mws_conn_release(mc);
+    return OK;
+}
+
+/* The handshake was refused: the connection never opened. */
+void mws_conn_abort(mws_conn *mc)
+{
+    conn_kill(mc);
+    mws_conn_release(mc);
+}

@@ -1,0 +1,159 @@
+/*
+ * mws_private.h -- internal declarations shared by the httpd glue files of
+ * mod_websocket (mod_websocket.c, mws_conn.c, mws_host.c, mws_pubsub.c).
+ * Not installed; handlers use include/mod_websocket.h only.
+ */
+#ifndef MWS_PRIVATE_H
+#define MWS_PRIVATE_H
+
+#include <pthread.h>
+
+#include "httpd.h"
+#include "http_config.h"
+#include "http_log.h"
+#include "apr_poll.h"
+#include "apr_dso.h"
+
+#include "mod_websocket.h"
+#include "ws_core.h"
+
+/* mod_websocket.c gets this from AP_DECLARE_MODULE */
+#if defined(APLOG_USE_MODULE) && !defined(MWS_MODULE_FILE)
+APLOG_USE_MODULE(websocket);
+#endif
+
+/* Our own log tags: "MWSnnnnn: ".  httpd's AH numbers are httpd's.  Take
+ * the next number from the file next-logno and bump it in the same commit. */
+#define MWS_LOGNO(n) "MWS" #n ": "
+
+extern module AP_MODULE_DECLARE_DATA websocket_module;
+
+#define MWS_UNSET (-1)
+#define MWS_DEFAULT_MAX_MESSAGE   (16 * 1024 * 1024)
+#define MWS_DEFAULT_CLOSE_TIMEOUT apr_time_from_sec(5)
+#define MWS_READ_CHUNK            (16 * 1024)
+
+/* One WebSocketHandler line: a handler plus the options of its section. */
+typedef struct mws_instance {
+    const mws_handler *h;
+    const char *name;            /* handler->name or the path            */
+    const char *where;           /* "file:line" of the directive          */
+    struct mws_dir_conf *dconf;  /* the section the directive was in      */
+    void *data;                  /* what init() returned, per child        */
+    int ready;                   /* init() succeeded in this child         */
+} mws_instance;
+
+typedef struct mws_dir_conf {
+    mws_instance *instance;      /* NULL: unset                            */
+    apr_off_t max_message;       /* MWS_UNSET: unset                       */
+    apr_array_header_t *options; /* of mws_option, in config order         */
+} mws_dir_conf;
+
+/* ---- outgoing frames -------------------------------------------------- */
+
+typedef struct mws_out {
+    struct mws_out *next;
+    size_t len;                  /* header + payload                        */
+    int is_close;
+    /* bytes follow */
+} mws_out;
+
+#define MWS_OUT_BYTES(o) ((uint8_t *)((o) + 1))
+
+typedef struct mws_outq {
+    mws_out *head, *tail;
+} mws_outq;
+
+/* ---- the connection ------------------------------------------------- */
+
+typedef enum {
+    MWS_ST_HANDSHAKE = 0,        /* on_open not yet accepted                */
+    MWS_ST_OPEN,                 /* messages flow                           */
+    MWS_ST_CLOSING,              /* we queued our close                     */
+    MWS_ST_DEAD                  /* gone: calls fail, nothing is written    */
+} mws_state;
+
+struct mws_timer {
+    struct mws_timer *next;
+    apr_time_t due;
+    apr_interval_time_t period;  /* 0: one-shot                             */
+    mws_timer_fn fn;
+    void *arg;
+};
+
+struct mws_conn {
+    pthread_mutex_t lock;        /* guards everything below it               */
+    unsigned refs;
+    mws_state state;
+    uint64_t id;
+    mws_outq out;                /* frames ready to write                    */
+    mws_outq held;               /* whole messages queued behind a send_part */
+    int part_open;               /* a send_part message is in progress      */
+    mws_msg_type part_type;
+    size_t queued;               /* bytes in out + held                      */
+    int close_queued;            /* our close frame is in out (or written)   */
+    struct mws_timer *timers;    /* sorted by due                            */
+    struct mws_timer *running;   /* the timer whose callback runs now        */
+    int running_cancelled;
+    unsigned close_code;         /* the code of the close we queued          */
+    apr_pollset_t *pollset;      /* woken by other threads; NULL when dead   */
+    pthread_t driver_thread;     /* the thread running mws_conn_run()        */
+
+    /* owned by the connection's thread, no lock needed */
+    conn_rec *c;
+    request_rec *r;
+    mws_instance *inst;
+    const mws_dir_conf *dconf;
+    void *user_data;
+    const char *subprotocol;
+    apr_table_t *options;        /* merged WebSocketHandlerOption values     */
+    int opened;                  /* on_open accepted: on_close is owed       */
+    struct mws_conn *reg_next, *reg_prev;   /* child registry (global lock)   */
+    struct mws_sub *subs;                   /* channels (mws_pubsub.c lock)   */
+};
+
+/* mws_conn.c: lifecycle and the blocking driver */
+mws_conn *mws_conn_create(request_rec *r, mws_instance *inst,
+                          const mws_dir_conf *dconf);
+mws_conn *mws_conn_retain(mws_conn *mc);
+void mws_conn_release(mws_conn *mc);
+int mws_conn_run(mws_conn *mc);
+void mws_conn_abort(mws_conn *mc);
+
+#define MWS_Q_WHOLE   0   /* a whole data message                        */
+#define MWS_Q_PART    1   /* a part of a send_part message               */
+#define MWS_Q_CONTROL 2   /* ping, pong, close                           */
+int mws_queue_frame(mws_conn *mc, int fin, ws_opcode op, const void *data,
+                    size_t len, int kind);
+int mws_queue_close(mws_conn *mc, unsigned code, const char *reason);
+mws_timer *mws_timer_add(mws_conn *mc, unsigned ms, int periodic,
+                         mws_timer_fn fn, void *arg);
+int mws_timer_cancel(mws_conn *mc, mws_timer *t);
+
+/* mws_host.c: the mws_host table handed to handlers, request access */
+struct mws_request {
+    request_rec *r;
+    mws_conn *mc;
+    apr_array_header_t *offered;  /* of const char *                         */
+    const char *chosen;
+};
+extern const mws_host mws_host_table;
+void mws_registry_add(mws_conn *mc);
+void mws_registry_remove(mws_conn *mc);
+void mws_registry_init(apr_pool_t *p);
+apr_size_t mws_registry_count(void);
+
+/* mws_pubsub.c: channels across child processes */
+void mws_pubsub_child_init(apr_pool_t *pchild, server_rec *s);
+int mws_pubsub_post_config(apr_pool_t *pconf, apr_pool_t *ptemp,
+                           server_rec *s);
+void mws_pubsub_drop_conn(mws_conn *mc);
+int mws_pubsub_subscribe(mws_conn *mc, const char *channel);
+int mws_pubsub_unsubscribe(mws_conn *mc, const char *channel);
+int mws_pubsub_publish(const char *channel, mws_msg_type type,
+                       const void *data, size_t len);
+
+/* mod_websocket.c */
+apr_off_t mws_max_message(const mws_dir_conf *d);
+
+#endif /* MWS_PRIVATE_H */
