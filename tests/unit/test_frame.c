@@ -845,6 +845,13 @@ static int build_error_case(int i, err_case *ec)
         ec->code = WS_CLOSE_INVALID_DATA;
         s_frame(&S, 1, 0, WS_OP_CLOSE, "\x03\xe8" "a\xc0\x80", 5);
         break;
+    case 36:
+        ec->name = "non-minimal 16-bit length (125)";
+        {
+            static uint8_t d[4 + 4 + 125] = {0x82, 0xfe, 0x00, 0x7d};
+            s_raw(&S, d, sizeof(d));
+        }
+        break;
     case 35:
         ec->name = "invalid UTF-8 right at a fragment start";
         ec->code = WS_CLOSE_INVALID_DATA;

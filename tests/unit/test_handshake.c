@@ -71,7 +71,7 @@ static void test_base64(void)
         "", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"
     };
     static const char *bad[] = {
-        "Zg=", "Zg", "Zg===", "Zh==", "Zm9=", "Z===", "====", "=Zg=",
+        "Zg=", "Zg", "Zg===", "Zh==", "ZI==", "ZE==", "Zm+=", "Zm/=", "Zm9=", "Z===", "====", "=Zg=",
         "Zm9v\n", " Zm9v", "Zg==Zg==", "Zm-v", "Zm_v", "Zm9v YmFy", "Zg=A"
     };
     char out[64];
@@ -123,6 +123,7 @@ static void test_keys(void)
         "dGhlIHNhbXBsZSBub25jZQ=",    /* 23 */
         "dGhlIHNhbXBsZSBub25jZQ===",  /* 25 */
         "dGhlIHNhbXBsZSBub25jZR==",   /* non-zero trailing bits */
+        "dGhlIHNhbXBsZSBub25jZY==",
         "dGhlIHNhbXBsZSBub25jZQ=A",   /* padding not at the end */
         "dGhlIHNhbXBsZSBub25j!Q==",   /* not in the alphabet */
         "dGhlIHNhbXBsZSBub25j-Q==",   /* URL-safe alphabet */
