@@ -147,9 +147,10 @@ def test_mws_000_10_utf8_first_invalid_agrees_with_python():
 
 @pytest.mark.parametrize("n", [0, 1, 2, 3, 125, 126, 65535, 65536, 1 << 20])
 def test_mws_000_11_utf8_text(n):
-    t = utf8_text(n)
-    assert len(t) == n
-    t.decode("utf-8")
+    for seed in range(12):
+        t = utf8_text(n, seed)
+        assert len(t) == n
+        t.decode("utf-8")
     if n > 100:
         assert len(t.decode("utf-8")) < n  # really has multi-byte characters
 

@@ -231,9 +231,10 @@ def utf8_first_invalid(data, final=True):
 
 def utf8_text(n, seed=0):
     """Exactly n bytes of valid UTF-8 mixing 1- to 4-byte characters."""
-    pattern = "ab\u00e9c\u20acd\U0001D11Ee\u00df\u4e2d".encode("utf-8")
-    s = seed % len(pattern)
-    out = (b"%d" % seed + pattern[s:] + pattern[:s] + pattern * (n // len(pattern) + 1))[:n]
+    chars = ["a", "b", "\u00e9", "c", "\u20ac", "d", "\U0001D11E", "e", "\u00df", "\u4e2d"]
+    s = seed % len(chars)
+    pattern = "".join(chars[s:] + chars[:s]).encode("utf-8")
+    out = (pattern * (n // len(pattern) + 1))[:n]
     # cut back to a character boundary and pad with ASCII
     while out and not utf8_valid(out[-8:]) and not utf8_valid(out):
         out = out[:-1]
