@@ -79,7 +79,7 @@ def test_mws_800_06_concurrent_lib_clients(env):
                 msg = "client %d msg %d " % (i, j) + "x" * (j * 50)
                 await ws.send(msg)
                 assert await ws.recv() == msg
-            return ws.close_code
+        return ws.close_code
 
     async def main():
         return await asyncio.gather(*(one(i) for i in range(16)))
