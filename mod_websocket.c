@@ -18,6 +18,7 @@
 #include "ap_provider.h"
 #include "ap_mpm.h"
 #include "util_filter.h"
+#include "mpm_common.h"
 
 #define MWS_MODULE_FILE
 #include "mws_private.h"
@@ -35,11 +36,17 @@ static apr_array_header_t *mws_instances;
 static void *create_dir_conf(apr_pool_t *p, char *dir)
 {
     mws_dir_conf *d = apr_pcalloc(p, sizeof(*d));
+
     d->instance = NULL;
-    d->max_message = MWS_UNSET;
+    d->max_message = d->max_frame = d->max_queued = MWS_UNSET;
+    d->idle_timeout = d->ping_interval = d->close_timeout = MWS_UNSET;
+    d->origin_mode = MWS_ORIGIN_UNSET;
+    d->origins = NULL;
     d->options = apr_array_make(p, 2, sizeof(mws_option));
     return d;
 }
+
+#define MERGE_VAL(f) d->f = (add->f != MWS_UNSET) ? add->f : base->f
 
 static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
 {
@@ -47,17 +54,36 @@ static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     mws_dir_conf *d = apr_pcalloc(p, sizeof(*d));
 
     d->instance = add->instance ? add->instance : base->instance;
-    d->max_message = (add->max_message != MWS_UNSET) ? add->max_message
-                                                     : base->max_message;
+    MERGE_VAL(max_message);
+    MERGE_VAL(max_frame);
+    MERGE_VAL(max_queued);
+    MERGE_VAL(idle_timeout);
+    MERGE_VAL(ping_interval);
+    MERGE_VAL(close_timeout);
+    if (add->origin_mode != MWS_ORIGIN_UNSET) {
+        d->origin_mode = add->origin_mode;
+        d->origins = add->origins;
+    }
+    else {
+        d->origin_mode = base->origin_mode;
+        d->origins = base->origins;
+    }
     /* inner options come last, so a lookup from the end sees them first */
     d->options = apr_array_append(p, base->options, add->options);
     return d;
 }
 
-apr_off_t mws_max_message(const mws_dir_conf *d)
+void mws_limits_resolve(const mws_dir_conf *d, mws_limits *l)
 {
-    return d->max_message == MWS_UNSET ? MWS_DEFAULT_MAX_MESSAGE
-                                       : d->max_message;
+    l->max_message = d->max_message == MWS_UNSET ? MWS_DEFAULT_MAX_MESSAGE
+                                                 : d->max_message;
+    l->max_frame = d->max_frame == MWS_UNSET ? 0 : d->max_frame;
+    l->max_queued = d->max_queued == MWS_UNSET ? MWS_DEFAULT_MAX_QUEUED
+                                               : d->max_queued;
+    l->idle_timeout = d->idle_timeout == MWS_UNSET ? 0 : d->idle_timeout;
+    l->ping_interval = d->ping_interval == MWS_UNSET ? 0 : d->ping_interval;
+    l->close_timeout = d->close_timeout == MWS_UNSET
+                       ? MWS_DEFAULT_CLOSE_TIMEOUT : d->close_timeout;
 }
 
 static int pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
@@ -174,18 +200,100 @@ static const char *cmd_handler(cmd_parms *cmd, void *dconf, const char *arg,
     return NULL;
 }
 
-static const char *cmd_max_message(cmd_parms *cmd, void *dconf,
-                                   const char *arg)
+/* A size in bytes, with an optional K, M or G suffix (powers of 1024). */
+static const char *parse_size(cmd_parms *cmd, const char *arg,
+                              apr_off_t *out)
 {
-    mws_dir_conf *d = dconf;
     char *end;
     apr_int64_t v = apr_strtoi64(arg, &end, 10);
 
-    if (end == arg || *end || v < 1) {
-        return apr_psprintf(cmd->pool, "WebSocketMaxMessageSize: '%s' is "
-                            "not a positive number of bytes", arg);
+    if (end != arg && *end && !end[1]) {
+        switch (apr_toupper(*end)) {
+        case 'K': v *= 1024; ++end; break;
+        case 'M': v *= 1024 * 1024; ++end; break;
+        case 'G': v *= 1024 * 1024 * 1024; ++end; break;
+        }
     }
-    d->max_message = (apr_off_t)v;
+    if (end == arg || *end || v < 1 || v > APR_INT64_C(1) << 50) {
+        return apr_psprintf(cmd->pool, "%s: '%s' is not a positive size in "
+                            "bytes (an optional K, M or G suffix is allowed)",
+                            cmd->cmd->name, arg);
+    }
+    *out = (apr_off_t)v;
+    return NULL;
+}
+
+/* A duration in seconds ("0" turns the feature off where allowed), or
+ * milliseconds with an "ms" suffix. */
+static const char *parse_time(cmd_parms *cmd, const char *arg, int zero_ok,
+                              apr_interval_time_t *out)
+{
+    char *end;
+    apr_int64_t v = apr_strtoi64(arg, &end, 10);
+    int ms = (end != arg && !strcasecmp(end, "ms"));
+
+    if (end == arg || (*end && !ms) || v < 0 || (!zero_ok && v == 0)
+        || v > (ms ? APR_INT64_C(86400000) : APR_INT64_C(86400))) {
+        return apr_psprintf(cmd->pool, "%s: '%s' is not a number of seconds "
+                            "(or milliseconds with 'ms') from %d to 86400",
+                            cmd->cmd->name, arg, zero_ok ? 0 : 1);
+    }
+    *out = ms ? apr_time_from_msec(v) : apr_time_from_sec(v);
+    return NULL;
+}
+
+static const char *cmd_size(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    mws_dir_conf *d = dconf;
+    apr_off_t *field = (apr_off_t *)((char *)d + (apr_size_t)cmd->info);
+
+    return parse_size(cmd, arg, field);
+}
+
+static const char *cmd_time(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    mws_dir_conf *d = dconf;
+    apr_size_t off = (apr_size_t)cmd->info;
+    apr_interval_time_t *field = (apr_interval_time_t *)((char *)d + off);
+
+    return parse_time(cmd, arg, off != APR_OFFSETOF(mws_dir_conf,
+                                                    close_timeout), field);
+}
+
+/* WebSocketOrigin same | any | origin... */
+static const char *cmd_origin(cmd_parms *cmd, void *dconf, int argc,
+                              char *const argv[])
+{
+    mws_dir_conf *d = dconf;
+    int i;
+
+    if (argc < 1) {
+        return "WebSocketOrigin: give 'same', 'any' or a list of origins";
+    }
+    if (argc == 1 && !strcasecmp(argv[0], "any")) {
+        d->origin_mode = MWS_ORIGIN_ANY;
+        return NULL;
+    }
+    if (argc == 1 && !strcasecmp(argv[0], "same")) {
+        d->origin_mode = MWS_ORIGIN_SAME;
+        return NULL;
+    }
+    d->origin_mode = MWS_ORIGIN_LIST;
+    d->origins = apr_array_make(cmd->pool, argc, sizeof(const char *));
+    for (i = 0; i < argc; ++i) {
+        const char *o = argv[i];
+        if (!strcasecmp(o, "any") || !strcasecmp(o, "same")) {
+            return apr_psprintf(cmd->pool, "WebSocketOrigin: '%s' must be "
+                                "the only argument", o);
+        }
+        if (strncasecmp(o, "http://", 7) && strncasecmp(o, "https://", 8)) {
+            return apr_psprintf(cmd->pool, "WebSocketOrigin: '%s' is not an "
+                                "origin (scheme://host[:port], the host may "
+                                "start with '*.')", o);
+        }
+        APR_ARRAY_PUSH(d->origins, const char *) = apr_pstrdup(cmd->pool, o);
+        ap_str_tolower(APR_ARRAY_IDX(d->origins, i, char *));
+    }
     return NULL;
 }
 
@@ -199,15 +307,37 @@ static const char *cmd_option(cmd_parms *cmd, void *dconf, const char *key,
     return NULL;
 }
 
+#define DCONF_OFF(f) (void *)APR_OFFSETOF(mws_dir_conf, f)
+#define DCONF RSRC_CONF | ACCESS_CONF
+
 static const command_rec mws_cmds[] = {
-    AP_INIT_TAKE12("WebSocketHandler", cmd_handler, NULL, RSRC_CONF | ACCESS_CONF,
+    AP_INIT_TAKE12("WebSocketHandler", cmd_handler, NULL, DCONF,
                    "the handler of this location: a shared object "
                    "[and its entry symbol], or a registered handler name"),
-    AP_INIT_TAKE1("WebSocketMaxMessageSize", cmd_max_message, NULL,
-                  RSRC_CONF | ACCESS_CONF, "largest message accepted, in bytes "
-                  "(default 16777216); larger ones are closed with 1009"),
-    AP_INIT_TAKE2("WebSocketHandlerOption", cmd_option, NULL, RSRC_CONF | ACCESS_CONF,
+    AP_INIT_TAKE2("WebSocketHandlerOption", cmd_option, NULL, DCONF,
                   "an option (key value) handed to the handler"),
+    AP_INIT_TAKE1("WebSocketMaxMessageSize", cmd_size,
+                  DCONF_OFF(max_message), DCONF, "largest message accepted, "
+                  "in bytes (default 16M); larger ones are closed with 1009"),
+    AP_INIT_TAKE1("WebSocketMaxFrameSize", cmd_size, DCONF_OFF(max_frame),
+                  DCONF, "largest frame accepted, in bytes (default: the "
+                  "message limit); larger ones are closed with 1009"),
+    AP_INIT_TAKE1("WebSocketMaxQueuedBytes", cmd_size,
+                  DCONF_OFF(max_queued), DCONF, "bytes that may wait to be "
+                  "written to one client (default 16M); a client that lets "
+                  "more pile up is closed with 1008"),
+    AP_INIT_TAKE1("WebSocketIdleTimeout", cmd_time, DCONF_OFF(idle_timeout),
+                  DCONF, "seconds without traffic after which the server "
+                  "pings, then closes with 1001 if no pong comes (0: off)"),
+    AP_INIT_TAKE1("WebSocketPingInterval", cmd_time,
+                  DCONF_OFF(ping_interval), DCONF, "seconds between the "
+                  "server's keep-alive pings (0: off, the default)"),
+    AP_INIT_TAKE1("WebSocketCloseTimeout", cmd_time,
+                  DCONF_OFF(close_timeout), DCONF, "seconds to wait for the "
+                  "peer's close frame after ours (default 5)"),
+    AP_INIT_TAKE_ARGV("WebSocketOrigin", cmd_origin, NULL, DCONF,
+                      "which Origin headers may open a WebSocket: 'same' "
+                      "(the default), 'any', or a list of origins"),
     {NULL}
 };
 
@@ -232,6 +362,59 @@ static int collect_offers(void *data, const char *key, const char *value)
             apr_pstrmemdup(offers->pool, tok, len);
     }
     return 1;
+}
+
+/* Does the listed origin pattern (lower case) match origin (lower case)?
+ * A host written as "*.example.com" matches any subdomain, not
+ * example.com itself. */
+static int origin_matches(const char *pattern, const char *origin)
+{
+    const char *ps = ap_strstr_c(pattern, "://");
+    const char *os = ap_strstr_c(origin, "://");
+    size_t plen, olen;
+
+    if (!ps || !os || (ps - pattern) != (os - origin)
+        || strncmp(pattern, origin, (size_t)(ps - pattern))) {
+        return 0;                       /* scheme differs */
+    }
+    ps += 3;
+    os += 3;
+    if (strncmp(ps, "*.", 2)) {
+        return !strcmp(ps, os);
+    }
+    ps += 1;                            /* ".example.com[:port]" */
+    plen = strlen(ps);
+    olen = strlen(os);
+    return olen > plen && !strcmp(os + olen - plen, ps)
+           && !ap_strchr_c(os, '/') && os[0] != '.';
+}
+
+/* May a page from the request's Origin open this WebSocket? */
+static int origin_allowed(request_rec *r, const mws_dir_conf *d)
+{
+    const char *origin = apr_table_get(r->headers_in, "Origin");
+    const char *host, *o;
+    int i;
+
+    if (!origin || d->origin_mode == MWS_ORIGIN_ANY) {
+        return 1;       /* not a browser, or the admin allows every site */
+    }
+    o = apr_pstrdup(r->pool, origin);
+    ap_str_tolower((char *)o);
+    if (d->origin_mode == MWS_ORIGIN_LIST) {
+        for (i = 0; i < d->origins->nelts; ++i) {
+            if (origin_matches(APR_ARRAY_IDX(d->origins, i, const char *),
+                               o)) {
+                return 1;
+            }
+        }
+    }
+    /* same origin: the Origin's host[:port] is the Host we were asked */
+    host = apr_table_get(r->headers_in, "Host");
+    if (!host || !(o = ap_strstr_c(o, "://"))) {
+        return 0;
+    }
+    return !strcasecmp(o + 3, host);
 }
 
 static int ws_handler(request_rec *r)
@@ -279,6 +462,12 @@ static int ws_handler(request_rec *r)
     key = apr_table_get(r->headers_in, "Sec-WebSocket-Key");
     if (!key || !ws_handshake_key_valid(key)) {
         return refuse(r, HTTP_BAD_REQUEST, "bad Sec-WebSocket-Key");
+    }
+    if (!origin_allowed(r, d)) {
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, MWS_LOGNO(00018)
+                      "WebSocket from origin %s refused by WebSocketOrigin",
+                      apr_table_get(r->headers_in, "Origin"));
+        return HTTP_FORBIDDEN;
     }
     if (r->read_body == REQUEST_NO_BODY && (r->remaining > 0
         || apr_table_get(r->headers_in, "Transfer-Encoding"))) {
@@ -350,6 +539,7 @@ static apr_status_t instances_shutdown(void *unused)
 {
     int i;
 
+    mws_registry_report_all();      /* on_close before shutdown */
     for (i = 0; i < mws_instances->nelts; ++i) {
         mws_instance *inst = APR_ARRAY_IDX(mws_instances, i, mws_instance *);
         if (inst->ready && inst->h->shutdown) {
@@ -385,6 +575,14 @@ static void child_init(apr_pool_t *pchild, server_rec *s)
     mws_pubsub_child_init(pchild, s);
 }
 
+/* Graceful stop or restart of this child (worker, event; prefork runs it
+ * from its exit path): every WebSocket gets close 1001, so the child can
+ * exit instead of waiting for clients that may stay for hours. */
+static void child_stopping(apr_pool_t *pchild, int graceful)
+{
+    mws_registry_going_away();
+}
+
 static int post_config(apr_pool_t *pconf, apr_pool_t *plog,
                        apr_pool_t *ptemp, server_rec *s)
 {
@@ -399,6 +597,7 @@ static void register_hooks(apr_pool_t *p)
     ap_hook_pre_config(pre_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(child_init, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_stopping(child_stopping, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(ws_handler, NULL, NULL, APR_HOOK_MIDDLE);
 }
 

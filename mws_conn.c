@@ -21,6 +21,7 @@
 #include "http_log.h"
 #include "http_connection.h"
 #include "util_filter.h"
+#include "ap_mpm.h"
 
 #include "mws_private.h"
 
@@ -46,7 +47,7 @@ mws_conn *mws_conn_create(request_rec *r, mws_instance *inst,
     mc->c = r->connection;
     mc->r = r;
     mc->inst = inst;
-    mc->dconf = dconf;
+    mws_limits_resolve(dconf, &mc->limits);
     mc->options = apr_table_make(r->connection->pool, dconf->options->nelts);
     for (i = 0; i < dconf->options->nelts; ++i) {
         mws_option *o = &APR_ARRAY_IDX(dconf->options, i, mws_option);
@@ -188,6 +189,15 @@ int mws_queue_frame(mws_conn *mc, int fin, ws_opcode op, const void *data,
         pthread_mutex_unlock(&mc->lock);
         free(o);
         return MWS_ERR_CLOSED;
+    }
+    if (op != WS_OP_CLOSE && op != WS_OP_PONG
+        && (apr_off_t)(mc->queued + o->len) > mc->limits.max_queued) {
+        /* the client does not read fast enough: it will be closed */
+        mc->queue_overflow = 1;
+        wake_locked(mc);
+        pthread_mutex_unlock(&mc->lock);
+        free(o);
+        return MWS_ERR_TOO_BIG;
     }
     if (kind == MWS_Q_WHOLE && mc->part_open) {
         outq_push(&mc->held, o);
@@ -342,6 +352,9 @@ typedef struct {
     char reason[WS_MAX_CLOSE_REASON + 1];
     size_t reason_len;
     int have_code;
+    apr_time_t last_read;       /* last bytes from the peer */
+    apr_time_t next_ping;       /* keep-alive ping due (0: off) */
+    apr_time_t pong_deadline;   /* idle ping unanswered by then: close */
 } mws_drive;
 
 static void set_close_info(mws_drive *dv, int code, const void *reason,
@@ -409,7 +422,7 @@ static apr_status_t flush_out(mws_drive *dv)
     pthread_mutex_unlock(&mc->lock);
     if (wrote_close && !dv->close_written) {
         dv->close_written = 1;
-        dv->close_deadline = apr_time_now() + MWS_DEFAULT_CLOSE_TIMEOUT;
+        dv->close_deadline = apr_time_now() + mc->limits.close_timeout;
     }
     return rv;
 }
@@ -508,6 +521,7 @@ static void process(mws_drive *dv, uint8_t *buf, size_t len)
             }
             break;
         case WS_EV_PONG:
+            dv->pong_deadline = 0;
             break;
         case WS_EV_CLOSE:
             ap_log_cerror(APLOG_MARK, APLOG_TRACE2, 0, dv->c,
@@ -575,6 +589,7 @@ static apr_status_t read_available(mws_drive *dv)
             return rv;
         }
         if (len) {
+            dv->last_read = apr_time_now();
             process(dv, dv->rbuf, len);
         }
         if (eos) {
@@ -584,6 +599,93 @@ static apr_status_t read_available(mws_drive *dv)
             return APR_SUCCESS;
         }
     }
+}
+
+static int server_stopping(void)
+{
+    int state = AP_MPMQ_RUNNING;
+
+    ap_mpm_query(AP_MPMQ_MPM_STATE, &state);
+    return state == AP_MPMQ_STOPPING;
+}
+
+/* The server is stopping or restarting: close with 1001 once everything
+ * queued before has been written.  Any thread. */
+void mws_conn_going_away(mws_conn *mc)
+{
+    mws_queue_close(mc, WS_CLOSE_GOING_AWAY, "server shutting down");
+}
+
+/* The client let more than WebSocketMaxQueuedBytes pile up: drop what
+ * waits (whole frames only) and close with 1008. */
+static void check_overflow(mws_drive *dv)
+{
+    mws_conn *mc = dv->mc;
+    int overflow;
+
+    pthread_mutex_lock(&mc->lock);
+    overflow = mc->queue_overflow;
+    if (overflow) {
+        outq_free(&mc->out);
+        outq_free(&mc->held);
+        mc->queued = 0;
+        mc->queue_overflow = 0;
+    }
+    pthread_mutex_unlock(&mc->lock);
+    if (overflow && !mc->close_queued) {
+        ap_log_cerror(APLOG_MARK, APLOG_INFO, 0, dv->c, MWS_LOGNO(00019)
+                      "ws(%" APR_UINT64_T_FMT "): client reads too slowly, "
+                      "more than %" APR_OFF_T_FMT " bytes queued: closing "
+                      "with 1008", (apr_uint64_t)mc->id,
+                      mc->limits.max_queued);
+        fail(dv, WS_CLOSE_POLICY, "send queue limit exceeded");
+    }
+}
+
+/* Keep-alive pings and the idle timeout.  Returns when to look again
+ * (0: nothing pending). */
+static apr_time_t check_idle(mws_drive *dv, apr_time_t now)
+{
+    mws_conn *mc = dv->mc;
+    const mws_limits *l = &mc->limits;
+    apr_time_t next = 0;
+
+    if (mc->close_queued) {
+        return 0;
+    }
+    if (dv->pong_deadline && now >= dv->pong_deadline) {
+        ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, dv->c, MWS_LOGNO(00020)
+                      "ws(%" APR_UINT64_T_FMT "): idle and no pong: closing "
+                      "with 1001", (apr_uint64_t)mc->id);
+        set_close_info(dv, WS_CLOSE_GOING_AWAY, "idle timeout", 12);
+        mws_queue_close(mc, WS_CLOSE_GOING_AWAY, "idle timeout");
+        return 0;
+    }
+    if (l->ping_interval) {
+        if (!dv->next_ping) {
+            dv->next_ping = now + l->ping_interval;
+        }
+        else if (now >= dv->next_ping) {
+            mws_queue_frame(mc, 1, WS_OP_PING, NULL, 0, MWS_Q_CONTROL);
+            dv->next_ping = now + l->ping_interval;
+        }
+        next = dv->next_ping;
+    }
+    if (l->idle_timeout) {
+        apr_time_t idle_at = dv->last_read + l->idle_timeout;
+        if (dv->pong_deadline) {
+            idle_at = dv->pong_deadline;
+        }
+        else if (now >= idle_at) {
+            mws_queue_frame(mc, 1, WS_OP_PING, "idle?", 5, MWS_Q_CONTROL);
+            dv->pong_deadline = now + l->close_timeout;
+            idle_at = dv->pong_deadline;
+        }
+        if (!next || idle_at < next) {
+            next = idle_at;
+        }
+    }
+    return next;
 }
 
 int mws_conn_run(mws_conn *mc)
@@ -596,7 +698,7 @@ int mws_conn_run(mws_conn *mc)
     apr_int32_t nfired;
     ws_parser_config pcfg;
     apr_status_t rv;
-    apr_time_t next_timer, now;
+    apr_time_t next_timer, next_idle, now;
     apr_interval_time_t wait;
 
     memset(&dv, 0, sizeof(dv));
@@ -611,7 +713,8 @@ int mws_conn_run(mws_conn *mc)
     dv.rbuf = apr_palloc(p, MWS_READ_CHUNK);
 
     memset(&pcfg, 0, sizeof(pcfg));
-    pcfg.max_message = (uint64_t)mws_max_message(mc->dconf);
+    pcfg.max_message = (uint64_t)mc->limits.max_message;
+    pcfg.max_frame = (uint64_t)mc->limits.max_frame;
     pcfg.require_mask = 1;
     pcfg.validate_utf8 = 1;
     ws_parser_init(&dv.parser, &pcfg);
@@ -648,7 +751,9 @@ int mws_conn_run(mws_conn *mc)
                   "ws(%" APR_UINT64_T_FMT "): open, handler %s",
                   (apr_uint64_t)mc->id, mc->inst->name);
 
+    dv.last_read = apr_time_now();
     for (;;) {
+        check_overflow(&dv);
         if (flush_out(&dv) != APR_SUCCESS) {
             break;              /* cannot write: the peer is gone */
         }
@@ -663,13 +768,17 @@ int mws_conn_run(mws_conn *mc)
             continue;           /* flush our close, then leave */
         }
         next_timer = run_timers(mc);
+        now = apr_time_now();
+        next_idle = check_idle(&dv, now);
         pthread_mutex_lock(&mc->lock);
-        nfired = (mc->out.head != NULL);
+        nfired = (mc->out.head != NULL || mc->queue_overflow);
         pthread_mutex_unlock(&mc->lock);
         if (nfired) {
-            continue;           /* a timer or another thread queued data */
+            continue;           /* something to write: write it first */
         }
-        now = apr_time_now();
+        if (next_idle && (!next_timer || next_idle < next_timer)) {
+            next_timer = next_idle;
+        }
         wait = -1;
         if (next_timer) {
             wait = next_timer > now ? next_timer - now : 0;
@@ -683,8 +792,12 @@ int mws_conn_run(mws_conn *mc)
             }
         }
         rv = apr_pollset_poll(ps, wait, &nfired, &fired);
-        if (rv != APR_SUCCESS && !APR_STATUS_IS_EINTR(rv)
-            && !APR_STATUS_IS_TIMEUP(rv)) {
+        if (APR_STATUS_IS_EINTR(rv) && server_stopping()) {
+            /* prefork's graceful stop arrives as a signal */
+            mws_conn_going_away(mc);
+        }
+        else if (rv != APR_SUCCESS && !APR_STATUS_IS_EINTR(rv)
+                 && !APR_STATUS_IS_TIMEUP(rv)) {
             ap_log_cerror(APLOG_MARK, APLOG_ERR, rv, dv.c, MWS_LOGNO(00010)
                           "ws(%" APR_UINT64_T_FMT "): poll failed",
                           (apr_uint64_t)mc->id);
@@ -696,13 +809,25 @@ int mws_conn_run(mws_conn *mc)
     ap_log_cerror(APLOG_MARK, APLOG_TRACE1, 0, dv.c,
                   "ws(%" APR_UINT64_T_FMT "): closed with %d",
                   (apr_uint64_t)mc->id, dv.code);
-    if (mc->opened && dv.h->on_close) {
-        dv.h->on_close(mc, dv.code, dv.reason, dv.reason_len);
-    }
+    mws_conn_report_close(mc, dv.code, dv.reason, dv.reason_len);
     free(dv.msg);
     apr_pool_destroy(p);
     mws_conn_release(mc);
     return OK;
+}
+
+/* Call the handler's on_close, exactly once per opened connection, from
+ * whichever path gets there first (the driver, or the child's exit). */
+void mws_conn_report_close(mws_conn *mc, int code, const char *reason,
+                           size_t reason_len)
+{
+    const mws_handler *h = mc->inst->h;
+
+    if (mc->opened && !__atomic_exchange_n(&mc->close_reported, 1,
+                                           __ATOMIC_ACQ_REL)
+        && h->on_close) {
+        h->on_close(mc, code, reason, reason_len);
+    }
 }
 
 /* The handshake was refused: the connection never opened. */

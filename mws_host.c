@@ -73,6 +73,41 @@ apr_size_t mws_registry_count(void)
     return n;
 }
 
+/* Close every open connection of this child with 1001 (graceful stop or
+ * restart): each driver writes what was queued, then the close. */
+void mws_registry_going_away(void)
+{
+    mws_conn *mc;
+
+    pthread_mutex_lock(&reg_lock);
+    for (mc = reg_head; mc; mc = mc->reg_next) {
+        mws_conn_going_away(mc);
+    }
+    pthread_mutex_unlock(&reg_lock);
+}
+
+/* The child is exiting while connections are still registered (prefork
+ * runs its exit from a signal handler on the connection's own thread):
+ * give every handler its on_close now. */
+void mws_registry_report_all(void)
+{
+    mws_conn *mc, **all;
+    apr_size_t n = 0, i;
+
+    pthread_mutex_lock(&reg_lock);
+    all = malloc(sizeof(*all) * (reg_count + 1));
+    for (mc = reg_head; all && mc; mc = mc->reg_next) {
+        all[n++] = mws_conn_retain(mc);
+    }
+    pthread_mutex_unlock(&reg_lock);
+    for (i = 0; i < n; ++i) {
+        mws_conn_report_close(all[i], WS_CLOSE_GOING_AWAY,
+                              "server shutting down", 20);
+        mws_conn_release(all[i]);
+    }
+    free(all);
+}
+
 static mws_conn *h_find(uint64_t id)
 {
     mws_conn *mc;

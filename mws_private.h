@@ -31,6 +31,7 @@ extern module AP_MODULE_DECLARE_DATA websocket_module;
 #define MWS_UNSET (-1)
 #define MWS_DEFAULT_MAX_MESSAGE   (16 * 1024 * 1024)
 #define MWS_DEFAULT_CLOSE_TIMEOUT apr_time_from_sec(5)
+#define MWS_DEFAULT_MAX_QUEUED    (16 * 1024 * 1024)
 #define MWS_READ_CHUNK            (16 * 1024)
 
 /* One WebSocketHandler line: a handler plus the options of its section. */
@@ -43,11 +44,37 @@ typedef struct mws_instance {
     int ready;                   /* init() succeeded in this child         */
 } mws_instance;
 
+/* WebSocketOrigin */
+#define MWS_ORIGIN_UNSET 0
+#define MWS_ORIGIN_SAME  1       /* no Origin, or Origin's host == Host    */
+#define MWS_ORIGIN_ANY   2
+#define MWS_ORIGIN_LIST  3       /* SAME plus the listed origins           */
+
 typedef struct mws_dir_conf {
     mws_instance *instance;      /* NULL: unset                            */
     apr_off_t max_message;       /* MWS_UNSET: unset                       */
+    apr_off_t max_frame;         /* MWS_UNSET: unset                       */
+    apr_off_t max_queued;        /* MWS_UNSET: unset                       */
+    apr_interval_time_t idle_timeout;   /* MWS_UNSET: unset; 0 off         */
+    apr_interval_time_t ping_interval;  /* MWS_UNSET: unset; 0 off         */
+    apr_interval_time_t close_timeout;  /* MWS_UNSET: unset                */
+    int origin_mode;             /* MWS_ORIGIN_*                           */
+    apr_array_header_t *origins; /* of const char *, lower case            */
     apr_array_header_t *options; /* of mws_option, in config order         */
 } mws_dir_conf;
+
+/* The limits of one connection, resolved from its location when it opens
+ * (the request's configuration does not outlive the request). */
+typedef struct mws_limits {
+    apr_off_t max_message;
+    apr_off_t max_frame;         /* 0: no limit of its own                 */
+    apr_off_t max_queued;
+    apr_interval_time_t idle_timeout;
+    apr_interval_time_t ping_interval;
+    apr_interval_time_t close_timeout;
+} mws_limits;
+
+void mws_limits_resolve(const mws_dir_conf *d, mws_limits *l);
 
 /* ---- outgoing frames -------------------------------------------------- */
 
@@ -103,11 +130,13 @@ struct mws_conn {
     conn_rec *c;
     request_rec *r;
     mws_instance *inst;
-    const mws_dir_conf *dconf;
+    mws_limits limits;
+    int queue_overflow;          /* a send went over max_queued (lock)       */
     void *user_data;
     const char *subprotocol;
     apr_table_t *options;        /* merged WebSocketHandlerOption values     */
     int opened;                  /* on_open accepted: on_close is owed       */
+    int close_reported;          /* on_close ran (atomic exchange)           */
     struct mws_conn *reg_next, *reg_prev;   /* child registry (global lock)   */
     struct mws_sub *subs;                   /* channels (mws_pubsub.c lock)   */
 };
@@ -119,6 +148,7 @@ mws_conn *mws_conn_retain(mws_conn *mc);
 void mws_conn_release(mws_conn *mc);
 int mws_conn_run(mws_conn *mc);
 void mws_conn_abort(mws_conn *mc);
+void mws_conn_going_away(mws_conn *mc);
 
 #define MWS_Q_WHOLE   0   /* a whole data message                        */
 #define MWS_Q_PART    1   /* a part of a send_part message               */
@@ -142,6 +172,10 @@ void mws_registry_add(mws_conn *mc);
 void mws_registry_remove(mws_conn *mc);
 void mws_registry_init(apr_pool_t *p);
 apr_size_t mws_registry_count(void);
+void mws_registry_going_away(void);
+void mws_registry_report_all(void);
+void mws_conn_report_close(mws_conn *mc, int code, const char *reason,
+                           size_t reason_len);
 
 /* mws_pubsub.c: channels across child processes */
 void mws_pubsub_child_init(apr_pool_t *pchild, server_rec *s);
@@ -154,6 +188,6 @@ int mws_pubsub_publish(const char *channel, mws_msg_type type,
                        const void *data, size_t len);
 
 /* mod_websocket.c */
-apr_off_t mws_max_message(const mws_dir_conf *d);
+
 
 #endif /* MWS_PRIVATE_H */
