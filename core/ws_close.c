@@ -78,10 +78,15 @@ size_t ws_close_build(uint8_t *out, unsigned code, const char *reason,
     n = reason_len;
     if (n > WS_MAX_CLOSE_REASON) {
         /* Cut so that the first byte dropped is not a continuation byte,
-         * i.e. the kept part ends on a character boundary. */
+         * i.e. the kept part ends on a character boundary.  A character
+         * has at most three continuation bytes; if there are more, the
+         * reason is not UTF-8 anyway and is cut at 123. */
         n = WS_MAX_CLOSE_REASON;
-        while (n > 0 && (r[n] & 0xC0) == 0x80) {
+        while (n > WS_MAX_CLOSE_REASON - 3 && (r[n] & 0xC0) == 0x80) {
             n--;
+        }
+        if ((r[n] & 0xC0) == 0x80) {
+            n = WS_MAX_CLOSE_REASON;
         }
     }
     if (n > 0) {

@@ -185,6 +185,11 @@ static void test_build(void)
         memcpy(reason + 2 * i, "\xc3\xa9", 2);
     }
     check_build(1000, reason, 140, 122, __LINE__);
+    /* not UTF-8: a run of continuation bytes is cut at 123, not emptied */
+    memset(reason, 0x80, sizeof(reason));
+    reason[0] = 'a';
+    CHECK_EQ(ws_close_build(out, 1000, reason, 200), 125);
+    CHECK_MEM(out + 2, 123, reason, 123);
 }
 
 void test_close(void)
