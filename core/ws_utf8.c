@@ -91,6 +91,39 @@ static const uint8_t next_state[S_COUNT][C_COUNT] = {
 };
 #undef X
 
+/* For each lead byte, the range its second byte must be in; an empty
+ * range (lo > hi) for bytes that cannot start a multi-byte sequence. */
+#define E16 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, \
+            0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF
+#define Z16 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, \
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00
+#define A16(v) v, v, v, v, v, v, v, v, v, v, v, v, v, v, v, v
+static const uint8_t second_lo[256] = {
+    E16, E16, E16, E16, E16, E16, E16, E16,   /* 00..7F */
+    E16, E16, E16, E16,                       /* 80..BF */
+    0xFF, 0xFF, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80,
+    0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80,   /* C0..CF */
+    A16(0x80),                                /* D0..DF */
+    0xA0, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80,
+    0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80,   /* E0..EF */
+    0x90, 0x80, 0x80, 0x80, 0x80, 0xFF, 0xFF, 0xFF,
+    0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF    /* F0..FF */
+};
+static const uint8_t second_hi[256] = {
+    Z16, Z16, Z16, Z16, Z16, Z16, Z16, Z16,   /* 00..7F */
+    Z16, Z16, Z16, Z16,                       /* 80..BF */
+    0x00, 0x00, 0xBF, 0xBF, 0xBF, 0xBF, 0xBF, 0xBF,
+    0xBF, 0xBF, 0xBF, 0xBF, 0xBF, 0xBF, 0xBF, 0xBF,   /* C0..CF */
+    A16(0xBF),                                /* D0..DF */
+    0xBF, 0xBF, 0xBF, 0xBF, 0xBF, 0xBF, 0xBF, 0xBF,
+    0xBF, 0xBF, 0xBF, 0xBF, 0xBF, 0x9F, 0xBF, 0xBF,   /* E0..EF */
+    0xBF, 0xBF, 0xBF, 0xBF, 0x8F, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00    /* F0..FF */
+};
+#undef E16
+#undef Z16
+#undef A16
+
 #define HIGH_BITS 0x8080808080808080ull
 
 uint32_t ws_utf8_validate(uint32_t *state, const uint8_t *s, size_t len,
@@ -115,8 +148,9 @@ uint32_t ws_utf8_validate(uint32_t *state, const uint8_t *s, size_t len,
     }
 
     while (i < len) {
-        if (st == S_ACCEPT) {
+        if (st == S_ACCEPT && s[i] < 0x80) {
             /* skip ASCII two words at a time, then one word at a time */
+            i++;
             while (len - i >= 16) {
                 uint64_t a, b;
                 memcpy(&a, s + i, 8);
@@ -137,8 +171,30 @@ uint32_t ws_utf8_validate(uint32_t *state, const uint8_t *s, size_t len,
             while (i < len && s[i] < 0x80) {
                 i++;
             }
-            if (i == len) {
-                break;
+            continue;
+        }
+        if (st == S_ACCEPT && len - i >= 4) {
+            /* whole sequences with direct range checks; anything that
+             * does not pass falls through to the automaton, which finds
+             * the exact byte to reject */
+            uint8_t b0 = s[i], b1 = s[i + 1];
+            uint8_t lo = second_lo[b0], hi = second_hi[b0];
+
+            if (b1 >= lo && b1 <= hi) {
+                if (b0 < 0xE0) {
+                    i += 2;
+                    continue;
+                }
+                if ((s[i + 2] & 0xC0) == 0x80) {
+                    if (b0 < 0xF0) {
+                        i += 3;
+                        continue;
+                    }
+                    if ((s[i + 3] & 0xC0) == 0x80) {
+                        i += 4;
+                        continue;
+                    }
+                }
             }
         }
         st = next_state[st][byte_class[s[i]]];
