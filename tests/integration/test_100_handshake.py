@@ -180,6 +180,17 @@ def test_mws_100_14_access_log_one_101_line(env):
     lines = env.wait_access_lines(tag)
     assert len(lines) == 1, lines
     assert '"GET /echo?t=%s HTTP/1.1" 101 ' % tag in lines[0], lines
+    # a connection that ends in a protocol error is logged once, as 101, too
+    tag2 = uuid.uuid4().hex
+    ws = env.ws("/echo?t=" + tag2)
+    try:
+        ws.send_frame(OP_TEXT, b"x", masked=False)
+        ws.expect_close(1002)
+    finally:
+        ws.close()
+    lines = env.wait_access_lines(tag2)
+    assert len(lines) == 1, lines
+    assert '"GET /echo?t=%s HTTP/1.1" 101 ' % tag2 in lines[0], lines
 
 
 def test_mws_100_15_access_log_refused(env):
@@ -239,3 +250,31 @@ def test_mws_100_20_unknown_location_404(env):
     resp = env.upgrade(path="/no-such-ws-location")
     assert resp.status == 404, resp
     _no_101(resp)
+
+
+def test_mws_100_21_duplicate_key_400(env):
+    # two Sec-WebSocket-Key headers: httpd joins them ("a, b"), not a key
+    resp = env.upgrade(extra=[("Sec-WebSocket-Key", wsclient.new_key())])
+    assert resp.status == 400, resp
+    _no_101(resp)
+
+
+def test_mws_100_22_upgrade_with_body_400(env):
+    raw = build_request("GET", "/echo", headers=upgrade_headers(
+        extra=[("Content-Length", "5")])) + b"hello"
+    resp = env.http(raw)
+    assert resp.status == 400, resp
+    _no_101(resp)
+
+
+def test_mws_100_23_tls_access_log(env):
+    tag = uuid.uuid4().hex
+    ws = env.ws("/echo?t=" + tag, tls=True)
+    try:
+        assert ws.echo(OP_TEXT, b"tls log") == (OP_TEXT, b"tls log")
+        ws.send_close(1000)
+        ws.expect_close(1000, reply=False)
+    finally:
+        ws.close()
+    lines = env.wait_access_lines(tag)
+    assert len(lines) == 1 and '" 101 ' in lines[0], lines

@@ -97,3 +97,20 @@ def test_mws_800_07_server_status_after_traffic(env):
         assert ws.echo(OP_TEXT, b"end") == (OP_TEXT, b"end")
     finally:
         ws.close()
+
+
+def test_mws_800_08_error_log_check_works(env):
+    # the per-test error-log check sees a real [error] line (AH01630 from a
+    # denied request) and the allow-list then accepts it
+    resp = env.upgrade(path="/denied")
+    assert resp.status == 403
+    import time
+    deadline = time.monotonic() + 5
+    while True:
+        bad = env.new_log_errors(reset=False)
+        if bad or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert any("AH01630" in line for line in bad), bad
+    env.allow_error(r"AH01630")
+    assert env.new_log_errors(reset=False) == []
