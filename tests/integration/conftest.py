@@ -407,10 +407,12 @@ class MwsEnv:
                                       tls_ctx=self.client_ssl_ctx() if tls else None,
                                       timeout=timeout, head=head)
 
-    def upgrade(self, path="/echo", method="GET", version="HTTP/1.1", tls=False, **kw):
-        """Send a (possibly broken) upgrade request; return the response."""
+    def upgrade(self, path="/echo", method="GET", http_version="HTTP/1.1", tls=False, **kw):
+        """Send a (possibly broken) upgrade request; return the response.
+        kw go to wsclient.upgrade_headers (key, version, upgrade, ...)."""
         raw = wsclient.build_request(method, path, host="localhost",
-                                     headers=wsclient.upgrade_headers(**kw), version=version)
+                                     headers=wsclient.upgrade_headers(**kw),
+                                     version=http_version)
         return self.http(raw, tls=tls)
 
 

@@ -100,7 +100,7 @@ def test_mws_100_06_not_get_400(env, method):
 
 
 def test_mws_100_07_http10_400(env):
-    resp = env.upgrade(version="HTTP/1.0")
+    resp = env.upgrade(http_version="HTTP/1.0")
     assert resp.status == 400, resp
     _no_101(resp)
 
