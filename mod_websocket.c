@@ -24,6 +24,7 @@
 #include "mws_private.h"
 
 #define MWS_HANDLER_NAME "websocket"
+#define MWS_VERSION "0.1.0"
 
 /* Loaded handler shared objects, by resolved path, per configuration
  * generation (the table lives in pconf, recreated on every restart). */
@@ -60,6 +61,7 @@ static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     MERGE_VAL(idle_timeout);
     MERGE_VAL(ping_interval);
     MERGE_VAL(close_timeout);
+    d->driver = add->driver ? add->driver : base->driver;
     if (add->origin_mode != MWS_ORIGIN_UNSET) {
         d->origin_mode = add->origin_mode;
         d->origins = add->origins;
@@ -260,6 +262,23 @@ static const char *cmd_time(cmd_parms *cmd, void *dconf, const char *arg)
                                                     close_timeout), field);
 }
 
+static const char *cmd_driver(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    mws_dir_conf *d = dconf;
+
+    if (!strcasecmp(arg, "auto")) {
+        d->driver = MWS_DRIVER_AUTO;
+    }
+    else if (!strcasecmp(arg, "blocking")) {
+        d->driver = MWS_DRIVER_BLOCKING;
+    }
+    else {
+        return apr_psprintf(cmd->pool, "WebSocketDriver: '%s' is neither "
+                            "'auto' nor 'blocking'", arg);
+    }
+    return NULL;
+}
+
 /* WebSocketOrigin same | any | origin... */
 static const char *cmd_origin(cmd_parms *cmd, void *dconf, int argc,
                               char *const argv[])
@@ -335,6 +354,10 @@ static const command_rec mws_cmds[] = {
     AP_INIT_TAKE1("WebSocketCloseTimeout", cmd_time,
                   DCONF_OFF(close_timeout), DCONF, "seconds to wait for the "
                   "peer's close frame after ours (default 5)"),
+    AP_INIT_TAKE1("WebSocketDriver", cmd_driver, NULL, DCONF,
+                  "'auto' (the default: idle connections wait without a "
+                  "thread where the MPM allows it) or 'blocking' (a thread "
+                  "per connection)"),
     AP_INIT_TAKE_ARGV("WebSocketOrigin", cmd_origin, NULL, DCONF,
                       "which Origin headers may open a WebSocket: 'same' "
                       "(the default), 'any', or a list of origins"),
@@ -529,7 +552,7 @@ static int ws_handler(request_rec *r)
     ap_remove_input_filter_byhandle(r->connection->input_filters,
                                     "reqtimeout");
 
-    mws_conn_run(mc);   /* releases the connection's reference */
+    mws_conn_start(mc, d->driver != MWS_DRIVER_BLOCKING);
     return OK;
 }
 
@@ -555,6 +578,7 @@ static void child_init(apr_pool_t *pchild, server_rec *s)
     int i;
 
     mws_registry_init(pchild);
+    mws_conn_child_init(pchild, s);
     for (i = 0; i < mws_instances->nelts; ++i) {
         mws_instance *inst = APR_ARRAY_IDX(mws_instances, i, mws_instance *);
         const apr_array_header_t *opts = inst->dconf->options;
@@ -586,9 +610,21 @@ static void child_stopping(apr_pool_t *pchild, int graceful)
 static int post_config(apr_pool_t *pconf, apr_pool_t *plog,
                        apr_pool_t *ptemp, server_rec *s)
 {
+    int async = 0, waitio = 0;
+
     if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG) {
         return OK;
     }
+    ap_mpm_query(AP_MPMQ_IS_ASYNC, &async);
+#ifdef AP_MPMQ_CAN_WAITIO
+    ap_mpm_query(AP_MPMQ_CAN_WAITIO, &waitio);
+#endif
+    ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, MWS_LOGNO(00021)
+                 "mod_websocket %s: %s driver (MPM %s)", MWS_VERSION,
+                 (async && waitio) ? "parked (idle connections hold no "
+                                     "thread)"
+                                   : "blocking (a thread per connection)",
+                 ap_show_mpm());
     return mws_pubsub_post_config(pconf, ptemp, s);
 }
 
@@ -599,6 +635,7 @@ static void register_hooks(apr_pool_t *p)
     ap_hook_child_init(child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_stopping(child_stopping, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(ws_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    mws_conn_register_hooks();
 }
 
 AP_DECLARE_MODULE(websocket) = {

@@ -15,6 +15,8 @@
 #include <string.h>
 
 #include "apr_strings.h"
+#include "apr_skiplist.h"
+#include "apr_thread_proc.h"
 
 #include "httpd.h"
 #include "http_core.h"
@@ -22,6 +24,8 @@
 #include "http_connection.h"
 #include "util_filter.h"
 #include "ap_mpm.h"
+#include "mpm_common.h"
+#include "http_request.h"
 
 #include "mws_private.h"
 
@@ -41,6 +45,7 @@ mws_conn *mws_conn_create(request_rec *r, mws_instance *inst,
         return NULL;
     }
     pthread_mutex_init(&mc->lock, NULL);
+    pthread_cond_init(&mc->io_cond, NULL);
     mc->refs = 1;               /* the driver's */
     mc->state = MWS_ST_HANDSHAKE;
     mc->id = __atomic_add_fetch(&mws_next_id, 1, __ATOMIC_RELAXED);
@@ -86,6 +91,7 @@ void mws_conn_release(mws_conn *mc)
     if (left == 0) {
         outq_free(&mc->out);
         outq_free(&mc->held);
+        pthread_cond_destroy(&mc->io_cond);
         pthread_mutex_destroy(&mc->lock);
         free(mc);
     }
@@ -143,9 +149,15 @@ static void outq_append(mws_outq *q, mws_outq *more)
 }
 
 /* Wake the driver if another thread queued something.  Lock held. */
+static void async_kick_locked(mws_conn *mc);
+
 static void wake_locked(mws_conn *mc)
 {
-    if (mc->pollset && !pthread_equal(pthread_self(), mc->driver_thread)) {
+    if (mc->async) {
+        async_kick_locked(mc);
+    }
+    else if (mc->pollset
+             && !pthread_equal(pthread_self(), mc->driver_thread)) {
         apr_pollset_wakeup(mc->pollset);
     }
 }
@@ -336,26 +348,6 @@ static apr_time_t run_timers(mws_conn *mc)
 
 /* ---- the driver ------------------------------------------------------- */
 
-typedef struct {
-    mws_conn *mc;
-    conn_rec *c;
-    const mws_handler *h;
-    ws_parser parser;
-    apr_bucket_brigade *bb_in, *bb_out;
-    uint8_t *rbuf;
-    uint8_t *msg;               /* reassembly of a fragmented message */
-    size_t msg_len, msg_cap;
-    int done;                   /* leave the loop after the next flush */
-    int close_written;          /* our close frame is on the wire */
-    apr_time_t close_deadline;
-    int code;                   /* for on_close */
-    char reason[WS_MAX_CLOSE_REASON + 1];
-    size_t reason_len;
-    int have_code;
-    apr_time_t last_read;       /* last bytes from the peer */
-    apr_time_t next_ping;       /* keep-alive ping due (0: off) */
-    apr_time_t pong_deadline;   /* idle ping unanswered by then: close */
-} mws_drive;
 
 static void set_close_info(mws_drive *dv, int code, const void *reason,
                            size_t len)
@@ -562,6 +554,11 @@ static void process(mws_drive *dv, uint8_t *buf, size_t len)
     }
 }
 
+/* Input is read into a buffer of the thread that drives the connection
+ * at the moment, so that an idle connection holds none.  Every event
+ * that points into it is handled before the pass returns. */
+static __thread uint8_t mws_rbuf[MWS_READ_CHUNK];
+
 /* Read whatever is there without blocking.  Returns APR_EAGAIN when no
  * more is available now, APR_EOF when the peer is gone. */
 static apr_status_t read_available(mws_drive *dv)
@@ -583,14 +580,14 @@ static apr_status_t read_available(mws_drive *dv)
         }
         eos = APR_BUCKET_IS_EOS(APR_BRIGADE_LAST(dv->bb_in));
         len = MWS_READ_CHUNK;
-        rv = apr_brigade_flatten(dv->bb_in, (char *)dv->rbuf, &len);
+        rv = apr_brigade_flatten(dv->bb_in, (char *)mws_rbuf, &len);
         apr_brigade_cleanup(dv->bb_in);
         if (rv != APR_SUCCESS) {
             return rv;
         }
         if (len) {
             dv->last_read = apr_time_now();
-            process(dv, dv->rbuf, len);
+            process(dv, mws_rbuf, len);
         }
         if (eos) {
             return APR_EOF;
@@ -688,39 +685,120 @@ static apr_time_t check_idle(mws_drive *dv, apr_time_t now)
     return next;
 }
 
-int mws_conn_run(mws_conn *mc)
+/* Everything there is to do now: write, read, dispatch, timers, idle.
+ * Returns 1 when the connection is finished, else 0 with dv->next_wake
+ * set to when to look again (0: only when input arrives or a thread
+ * queues something). */
+static int drive_pass(mws_drive *dv)
 {
-    mws_drive dv;
-    apr_pool_t *p;
-    apr_pollset_t *ps = NULL;
-    apr_pollfd_t pfd;
-    const apr_pollfd_t *fired;
-    apr_int32_t nfired;
-    ws_parser_config pcfg;
-    apr_status_t rv;
+    mws_conn *mc = dv->mc;
     apr_time_t next_timer, next_idle, now;
-    apr_interval_time_t wait;
+    apr_status_t rv;
+    int pending;
 
-    memset(&dv, 0, sizeof(dv));
-    dv.mc = mc;
-    dv.c = mc->c;
-    dv.h = mc->inst->h;
-    dv.code = WS_CLOSE_ABNORMAL;
-    apr_pool_create(&p, dv.c->pool);
-    apr_pool_tag(p, "mws_conn");
-    dv.bb_in = apr_brigade_create(p, dv.c->bucket_alloc);
-    dv.bb_out = apr_brigade_create(p, dv.c->bucket_alloc);
-    dv.rbuf = apr_palloc(p, MWS_READ_CHUNK);
+    for (;;) {
+        check_overflow(dv);
+        if (flush_out(dv) != APR_SUCCESS) {
+            return 1;           /* cannot write: the peer is gone */
+        }
+        if (dv->done) {
+            return 1;
+        }
+        rv = read_available(dv);
+        if (rv != APR_EAGAIN && rv != APR_SUCCESS) {
+            return 1;           /* EOF or read error */
+        }
+        if (dv->done) {
+            continue;           /* flush our close, then leave */
+        }
+        next_timer = run_timers(mc);
+        now = apr_time_now();
+        next_idle = check_idle(dv, now);
+        pthread_mutex_lock(&mc->lock);
+        pending = (mc->out.head != NULL || mc->queue_overflow);
+        mc->work_pending = 0;
+        pthread_mutex_unlock(&mc->lock);
+        if (pending) {
+            continue;           /* something to write: write it first */
+        }
+        if (next_idle && (!next_timer || next_idle < next_timer)) {
+            next_timer = next_idle;
+        }
+        if (dv->close_written) {
+            if (now >= dv->close_deadline) {
+                return 1;       /* the peer never answered our close */
+            }
+            if (!next_timer || dv->close_deadline < next_timer) {
+                next_timer = dv->close_deadline;
+            }
+        }
+        dv->next_wake = next_timer;
+        return 0;
+    }
+}
 
+static mws_drive *drive_create(mws_conn *mc)
+{
+    conn_rec *c = mc->c;
+    mws_drive *dv = apr_pcalloc(c->pool, sizeof(*dv));
+    ws_parser_config pcfg;
+
+    dv->mc = mc;
+    dv->c = c;
+    dv->h = mc->inst->h;
+    dv->code = WS_CLOSE_ABNORMAL;
+    dv->bb_in = apr_brigade_create(c->pool, c->bucket_alloc);
+    dv->bb_out = apr_brigade_create(c->pool, c->bucket_alloc);
     memset(&pcfg, 0, sizeof(pcfg));
     pcfg.max_message = (uint64_t)mc->limits.max_message;
     pcfg.max_frame = (uint64_t)mc->limits.max_frame;
     pcfg.require_mask = 1;
     pcfg.validate_utf8 = 1;
-    ws_parser_init(&dv.parser, &pcfg);
+    ws_parser_init(&dv->parser, &pcfg);
+    dv->last_read = apr_time_now();
+    mc->dv = dv;
+    return dv;
+}
 
+/* The connection is over: no more calls succeed, the handler hears
+ * on_close, the driver's reference goes.  Idempotent. */
+static void drive_finish(mws_drive *dv)
+{
+    mws_conn *mc = dv->mc;
+
+    if (dv->finished) {
+        return;
+    }
+    dv->finished = 1;
+    conn_kill(mc);
+    ap_log_cerror(APLOG_MARK, APLOG_TRACE1, 0, dv->c,
+                  "ws(%" APR_UINT64_T_FMT "): closed with %d",
+                  (apr_uint64_t)mc->id, dv->code);
+    mws_conn_report_close(mc, dv->code, dv->reason, dv->reason_len);
+    free(dv->msg);
+    dv->msg = NULL;
+    ap_set_module_config(dv->c->conn_config, &websocket_module, NULL);
+    dv->mc = NULL;
+    mws_conn_release(mc);
+}
+
+/* ---- blocking driver: prefork, worker, HTTP/2 streams ------------------ */
+
+static void drive_blocking(mws_drive *dv)
+{
+    mws_conn *mc = dv->mc;
+    apr_pool_t *p;
+    apr_pollset_t *ps = NULL;
+    apr_pollfd_t pfd;
+    const apr_pollfd_t *fired;
+    apr_int32_t nfired;
+    apr_status_t rv;
+    apr_interval_time_t wait;
+
+    apr_pool_create(&p, dv->c->pool);
+    apr_pool_tag(p, "mws_poll");
     memset(&pfd, 0, sizeof(pfd));
-    rv = ap_get_pollfd_from_conn(dv.c, &pfd, NULL);
+    rv = ap_get_pollfd_from_conn(dv->c, &pfd, NULL);
     if (rv == APR_SUCCESS && pfd.desc_type != APR_NO_DESC) {
         pfd.p = p;
         pfd.reqevents = APR_POLLIN;
@@ -733,63 +811,22 @@ int mws_conn_run(mws_conn *mc)
         rv = APR_EOF;
     }
     if (rv != APR_SUCCESS) {
-        ap_log_cerror(APLOG_MARK, APLOG_ERR, rv, dv.c, MWS_LOGNO(00009)
+        ap_log_cerror(APLOG_MARK, APLOG_ERR, rv, dv->c, MWS_LOGNO(00009)
                       "ws(%" APR_UINT64_T_FMT "): cannot poll this "
                       "connection", (apr_uint64_t)mc->id);
         ps = NULL;
-        fail(&dv, WS_CLOSE_INTERNAL_ERROR, "cannot poll connection");
+        fail(dv, WS_CLOSE_INTERNAL_ERROR, "cannot poll connection");
     }
-
     pthread_mutex_lock(&mc->lock);
     mc->driver_thread = pthread_self();
     mc->pollset = ps;
-    if (mc->state == MWS_ST_HANDSHAKE) {
-        mc->state = MWS_ST_OPEN;
-    }
     pthread_mutex_unlock(&mc->lock);
-    ap_log_cerror(APLOG_MARK, APLOG_TRACE1, 0, dv.c,
-                  "ws(%" APR_UINT64_T_FMT "): open, handler %s",
-                  (apr_uint64_t)mc->id, mc->inst->name);
 
-    dv.last_read = apr_time_now();
-    for (;;) {
-        check_overflow(&dv);
-        if (flush_out(&dv) != APR_SUCCESS) {
-            break;              /* cannot write: the peer is gone */
-        }
-        if (dv.done) {
-            break;
-        }
-        rv = read_available(&dv);
-        if (rv != APR_EAGAIN && rv != APR_SUCCESS) {
-            break;              /* EOF or read error */
-        }
-        if (dv.done) {
-            continue;           /* flush our close, then leave */
-        }
-        next_timer = run_timers(mc);
-        now = apr_time_now();
-        next_idle = check_idle(&dv, now);
-        pthread_mutex_lock(&mc->lock);
-        nfired = (mc->out.head != NULL || mc->queue_overflow);
-        pthread_mutex_unlock(&mc->lock);
-        if (nfired) {
-            continue;           /* something to write: write it first */
-        }
-        if (next_idle && (!next_timer || next_idle < next_timer)) {
-            next_timer = next_idle;
-        }
+    while (!drive_pass(dv)) {
         wait = -1;
-        if (next_timer) {
-            wait = next_timer > now ? next_timer - now : 0;
-        }
-        if (dv.close_written) {
-            if (now >= dv.close_deadline) {
-                break;          /* the peer never answered our close */
-            }
-            if (wait < 0 || dv.close_deadline - now < wait) {
-                wait = dv.close_deadline - now;
-            }
+        if (dv->next_wake) {
+            apr_time_t now = apr_time_now();
+            wait = dv->next_wake > now ? dv->next_wake - now : 0;
         }
         rv = apr_pollset_poll(ps, wait, &nfired, &fired);
         if (APR_STATUS_IS_EINTR(rv) && server_stopping()) {
@@ -798,22 +835,407 @@ int mws_conn_run(mws_conn *mc)
         }
         else if (rv != APR_SUCCESS && !APR_STATUS_IS_EINTR(rv)
                  && !APR_STATUS_IS_TIMEUP(rv)) {
-            ap_log_cerror(APLOG_MARK, APLOG_ERR, rv, dv.c, MWS_LOGNO(00010)
+            ap_log_cerror(APLOG_MARK, APLOG_ERR, rv, dv->c, MWS_LOGNO(00010)
                           "ws(%" APR_UINT64_T_FMT "): poll failed",
                           (apr_uint64_t)mc->id);
             break;
         }
     }
-
-    conn_kill(mc);
-    ap_log_cerror(APLOG_MARK, APLOG_TRACE1, 0, dv.c,
-                  "ws(%" APR_UINT64_T_FMT "): closed with %d",
-                  (apr_uint64_t)mc->id, dv.code);
-    mws_conn_report_close(mc, dv.code, dv.reason, dv.reason_len);
-    free(dv.msg);
+    pthread_mutex_lock(&mc->lock);
+    mc->pollset = NULL;
+    pthread_mutex_unlock(&mc->lock);
+    drive_finish(dv);
     apr_pool_destroy(p);
+}
+
+/* ---- parked driver: the event MPM waits for input without a thread -----
+ *
+ * Between bursts of work the connection sits in the MPM's pollset in
+ * CONN_STATE_ASYNC_WAITIO and no thread is tied to it.  Who may touch it
+ * is mc->io (under mc->lock):
+ *   MWS_IO_OWNED    a worker runs it (the handshake, process_connection)
+ *   MWS_IO_PARKED   in the MPM's pollset; nobody touches the socket
+ *   MWS_IO_CALLBACK a timed callback of ours runs a pass on it
+ * A thread that queues data for a parked connection registers a timed
+ * callback (delay 0) that takes it from PARKED to CALLBACK, writes and
+ * parks it again.  The MPM tells us when it parks (suspend_connection)
+ * and resumes (resume_connection) a connection; a resume that finds a
+ * callback running waits for it.  See docs/design.md.
+ */
+
+static void async_cb(void *baton);
+
+/* Register a callback of ours after delay; takes a reference. */
+static void async_register_locked(mws_conn *mc, apr_interval_time_t delay)
+{
+    ++mc->refs;
+    if (ap_mpm_register_timed_callback(delay, async_cb, mc) != APR_SUCCESS) {
+        --mc->refs;
+    }
+}
+
+/* Another thread queued something or added a timer (lock held). */
+static void async_kick_locked(mws_conn *mc)
+{
+    if (mc->io == MWS_IO_PARKED) {
+        if (!mc->cb_pending) {
+            mc->cb_pending = 1;
+            async_register_locked(mc, 0);
+        }
+    }
+    else {
+        mc->work_pending = 1;   /* the owner looks before it parks */
+    }
+}
+
+/*
+ * Wake-ups at a later time.  httpd 2.4's event MPM computes its poll
+ * timeout from the timer list only after a timer expired (event.c, the
+ * listener: "if (expiry && expiry < now)"), so a callback registered for
+ * later can fire seconds late.  Callbacks with delay 0 are prompt, so a
+ * thread of ours keeps the later wake-ups and registers each one with
+ * delay 0 when it is due.
+ */
+typedef struct {
+    apr_time_t when;
+    apr_uint64_t seq;
+    mws_conn *mc;               /* holds a reference */
+} mws_wakeup;
+
+static pthread_mutex_t wq_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t wq_cond = PTHREAD_COND_INITIALIZER;
+static apr_skiplist *wq;
+static apr_uint64_t wq_seq;
+static apr_thread_t *wq_thread;
+static int wq_stop;
+
+static int wq_cmp(void *a, void *b)
+{
+    const mws_wakeup *x = a, *y = b;
+
+    if (x->when != y->when) {
+        return x->when < y->when ? -1 : 1;
+    }
+    return x->seq < y->seq ? -1 : (x->seq > y->seq);
+}
+
+static void *APR_THREAD_FUNC wq_main(apr_thread_t *thd, void *data)
+{
+    mws_wakeup *w;
+    apr_time_t now;
+    struct timespec ts;
+
+    pthread_mutex_lock(&wq_lock);
+    while (!wq_stop) {
+        w = apr_skiplist_peek(wq);
+        now = apr_time_now();
+        if (!w) {
+            pthread_cond_wait(&wq_cond, &wq_lock);
+        }
+        else if (w->when > now) {
+            ts.tv_sec = (time_t)apr_time_sec(w->when);
+            ts.tv_nsec = (long)apr_time_usec(w->when) * 1000;
+            pthread_cond_timedwait(&wq_cond, &wq_lock, &ts);
+        }
+        else {
+            apr_skiplist_pop(wq, NULL);
+            pthread_mutex_unlock(&wq_lock);
+            if (ap_mpm_register_timed_callback(0, async_cb, w->mc)
+                != APR_SUCCESS) {
+                mws_conn_release(w->mc);
+            }
+            free(w);
+            pthread_mutex_lock(&wq_lock);
+        }
+    }
+    pthread_mutex_unlock(&wq_lock);
+    return NULL;
+}
+
+static apr_status_t wq_child_exit(void *unused)
+{
+    apr_status_t trv;
+
+    pthread_mutex_lock(&wq_lock);
+    wq_stop = 1;
+    pthread_cond_signal(&wq_cond);
+    pthread_mutex_unlock(&wq_lock);
+    if (wq_thread) {
+        apr_thread_join(&trv, wq_thread);
+        wq_thread = NULL;
+    }
+    return APR_SUCCESS;
+}
+
+static apr_status_t wq_start(apr_pool_t *pchild)
+{
+    apr_status_t rv;
+
+    rv = apr_skiplist_init(&wq, pchild);
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    apr_skiplist_set_compare(wq, wq_cmp, wq_cmp);
+    wq_stop = 0;
+    rv = apr_thread_create(&wq_thread, NULL, wq_main, NULL, pchild);
+    if (rv == APR_SUCCESS) {
+        apr_pool_cleanup_register(pchild, NULL, wq_child_exit,
+                                  apr_pool_cleanup_null);
+    }
+    return rv;
+}
+
+/* Make sure a callback comes at `when` (mc->lock held). */
+static void async_schedule_locked(mws_conn *mc, apr_time_t when)
+{
+    apr_time_t now = apr_time_now();
+    mws_wakeup *w;
+
+    if (!when || (mc->wake_at && mc->wake_at <= when && mc->wake_at > now)) {
+        return;                 /* one at that time or earlier is coming */
+    }
+    mc->wake_at = when;
+    if (when <= now || !(w = malloc(sizeof(*w)))) {
+        async_register_locked(mc, 0);
+        return;
+    }
+    ++mc->refs;
+    w->when = when;
+    w->mc = mc;
+    pthread_mutex_lock(&wq_lock);
+    w->seq = ++wq_seq;
+    apr_skiplist_insert(wq, w);
+    if (apr_skiplist_peek(wq) == w) {
+        pthread_cond_signal(&wq_cond);  /* it is the first now */
+    }
+    pthread_mutex_unlock(&wq_lock);
+}
+
+static void async_cb(void *baton)
+{
+    mws_conn *mc = baton;
+    mws_drive *dv;
+    int finished;
+
+    pthread_mutex_lock(&mc->lock);
+    if (mc->wake_at && mc->wake_at <= apr_time_now()) {
+        mc->wake_at = 0;
+    }
+    if (mc->io != MWS_IO_PARKED || mc->state == MWS_ST_DEAD) {
+        /* a worker owns it and will see the work, or it is gone */
+        mc->cb_pending = 0;
+        pthread_mutex_unlock(&mc->lock);
+        mws_conn_release(mc);
+        return;
+    }
+    mc->cb_pending = 0;
+    mc->io = MWS_IO_CALLBACK;
+    dv = mc->dv;
+    pthread_mutex_unlock(&mc->lock);
+    ap_log_cerror(APLOG_MARK, APLOG_TRACE4, 0, dv->c,
+                  "ws(%" APR_UINT64_T_FMT "): callback pass",
+                  (apr_uint64_t)mc->id);
+
+    finished = dv->closing || drive_pass(dv);
+
+    pthread_mutex_lock(&mc->lock);
+    if (finished && !dv->closing) {
+        /* Only the MPM may close a connection in its pollset: end our
+         * reading side so that it hands the connection back to us. */
+        apr_pollfd_t pfd;
+
+        dv->closing = 1;
+        memset(&pfd, 0, sizeof(pfd));
+        if (ap_get_pollfd_from_conn(dv->c, &pfd, NULL) == APR_SUCCESS
+            && pfd.desc_type == APR_POLL_SOCKET) {
+            apr_socket_shutdown(pfd.desc.s, APR_SHUTDOWN_READ);
+        }
+    }
+    else if (!finished) {
+        async_schedule_locked(mc, dv->next_wake);
+        if (mc->work_pending && !mc->cb_pending) {
+            mc->work_pending = 0;
+            mc->cb_pending = 1;
+            async_register_locked(mc, 0);
+        }
+    }
+    mc->io = MWS_IO_PARKED;
+    if (mc->io_waiters) {
+        pthread_cond_broadcast(&mc->io_cond);
+    }
+    pthread_mutex_unlock(&mc->lock);
     mws_conn_release(mc);
+}
+
+/* Wait until no callback runs, then own the connection. */
+static void async_take(mws_conn *mc)
+{
+    pthread_mutex_lock(&mc->lock);
+    while (mc->io == MWS_IO_CALLBACK) {
+        ++mc->io_waiters;
+        pthread_cond_wait(&mc->io_cond, &mc->lock);
+        --mc->io_waiters;
+    }
+    mc->io = MWS_IO_OWNED;
+    pthread_mutex_unlock(&mc->lock);
+}
+
+static mws_drive *conn_drive(conn_rec *c)
+{
+    return c ? ap_get_module_config(c->conn_config, &websocket_module)
+             : NULL;
+}
+
+static void ws_suspend_connection(conn_rec *c, request_rec *r)
+{
+    mws_drive *dv = conn_drive(c);
+    mws_conn *mc = dv ? dv->mc : NULL;
+
+    if (!mc || !mc->async) {
+        return;
+    }
+    ap_log_cerror(APLOG_MARK, APLOG_TRACE3, 0, c,
+                  "ws(%" APR_UINT64_T_FMT "): parked, next wake in %"
+                  APR_TIME_T_FMT " us", (apr_uint64_t)mc->id,
+                  dv->next_wake ? dv->next_wake - apr_time_now() : 0);
+    pthread_mutex_lock(&mc->lock);
+    mc->io = MWS_IO_PARKED;
+    if ((mc->work_pending || mc->out.head) && !mc->cb_pending) {
+        /* queued after our last look: write it from a callback */
+        mc->work_pending = 0;
+        mc->cb_pending = 1;
+        async_register_locked(mc, 0);
+    }
+    async_schedule_locked(mc, dv->next_wake);
+    pthread_mutex_unlock(&mc->lock);
+}
+
+static void ws_resume_connection(conn_rec *c, request_rec *r)
+{
+    mws_drive *dv = conn_drive(c);
+
+    if (dv && dv->mc && dv->mc->async) {
+        async_take(dv->mc);
+    }
+}
+
+/* Input arrived for a parked connection (or it was woken to close). */
+static int ws_process_connection(conn_rec *c)
+{
+    mws_drive *dv = conn_drive(c);
+
+    if (!dv || !dv->mc || !dv->mc->async || !c->cs) {
+        return DECLINED;
+    }
+    c->clogging_input_filters = 0;
+    async_take(dv->mc);
+    if (dv->closing || drive_pass(dv)) {
+        drive_finish(dv);
+        c->cs->state = CONN_STATE_LINGER;
+        return OK;
+    }
+    c->cs->state = CONN_STATE_ASYNC_WAITIO;
+    c->cs->sense = CONN_SENSE_WANT_READ;
     return OK;
+}
+
+/* The MPM closes the connection (its Timeout, a stop): report it. */
+static int ws_pre_close_connection(conn_rec *c)
+{
+    mws_drive *dv = conn_drive(c);
+
+    if (dv && dv->mc) {
+        if (dv->mc->async) {
+            async_take(dv->mc);
+        }
+        drive_finish(dv);
+    }
+    return OK;
+}
+
+static int mws_can_park;        /* this MPM can wait for input for us */
+
+void mws_conn_child_init(apr_pool_t *pchild, server_rec *s)
+{
+    int async = 0, waitio = 0;
+
+#ifdef AP_MPMQ_CAN_WAITIO
+    if (ap_mpm_query(AP_MPMQ_IS_ASYNC, &async) != APR_SUCCESS) {
+        async = 0;
+    }
+    if (ap_mpm_query(AP_MPMQ_CAN_WAITIO, &waitio) != APR_SUCCESS) {
+        waitio = 0;
+    }
+#endif
+    mws_can_park = async && waitio;
+    if (mws_can_park) {
+        apr_status_t rv = wq_start(pchild);
+        if (rv != APR_SUCCESS) {
+            ap_log_error(APLOG_MARK, APLOG_ERR, rv, s, MWS_LOGNO(00022)
+                         "cannot start the wake-up thread: WebSockets use "
+                         "the blocking driver in this process");
+            mws_can_park = 0;
+        }
+    }
+}
+
+int mws_conn_parking(void)
+{
+    return mws_can_park;
+}
+
+/* After the 101: run the connection.  Blocking drivers return when it is
+ * over; the parked driver returns at once and the MPM calls us back. */
+void mws_conn_start(mws_conn *mc, int allow_park)
+{
+    conn_rec *c = mc->c;
+    mws_drive *dv = drive_create(mc);
+
+    ap_set_module_config(c->conn_config, &websocket_module, dv);
+    mc->r = NULL;               /* the request ends before the connection */
+    pthread_mutex_lock(&mc->lock);
+    mc->state = MWS_ST_OPEN;
+    mc->io = MWS_IO_OWNED;
+    mc->async = allow_park && mws_can_park && !c->master && c->cs;
+    pthread_mutex_unlock(&mc->lock);
+    if (mc->async && !mc->limits.ping_interval) {
+        /* parked, only client input resets the MPM's Timeout: have the
+         * client answer a ping well before it runs out */
+        mc->limits.ping_interval = c->base_server->timeout / 2;
+    }
+    ap_log_cerror(APLOG_MARK, APLOG_TRACE1, 0, c,
+                  "ws(%" APR_UINT64_T_FMT "): open, handler %s, %s driver",
+                  (apr_uint64_t)mc->id, mc->inst->name,
+                  mc->async ? "parked" : "blocking");
+    if (!mc->async) {
+        drive_blocking(dv);
+        return;
+    }
+    if (drive_pass(dv)) {
+        drive_finish(dv);
+        return;
+    }
+    /* httpd ends the request; the MPM flushes, then polls for input and,
+     * with the clogging flag, calls ws_process_connection() */
+    c->cs->sense = CONN_SENSE_WANT_READ;
+    c->clogging_input_filters = 1;
+}
+
+void mws_conn_register_hooks(void)
+{
+    /* first: a WebSocket connection is ours, not the HTTP protocol's */
+    static const char *const before[] = { "http_core.c", "mod_ssl.c",
+                                          "mod_http2.c", "mod_reqtimeout.c",
+                                          NULL };
+
+    ap_hook_process_connection(ws_process_connection, NULL, before,
+                               APR_HOOK_MIDDLE);
+    ap_hook_suspend_connection(ws_suspend_connection, NULL, NULL,
+                               APR_HOOK_MIDDLE);
+    ap_hook_resume_connection(ws_resume_connection, NULL, NULL,
+                              APR_HOOK_MIDDLE);
+    ap_hook_pre_close_connection(ws_pre_close_connection, NULL, NULL,
+                                 APR_HOOK_MIDDLE);
 }
 
 /* Call the handler's on_close, exactly once per opened connection, from

@@ -44,6 +44,10 @@ typedef struct mws_instance {
     int ready;                   /* init() succeeded in this child         */
 } mws_instance;
 
+/* WebSocketDriver */
+#define MWS_DRIVER_AUTO     1    /* parked where the MPM can, else blocking */
+#define MWS_DRIVER_BLOCKING 2    /* one thread per connection, always       */
+
 /* WebSocketOrigin */
 #define MWS_ORIGIN_UNSET 0
 #define MWS_ORIGIN_SAME  1       /* no Origin, or Origin's host == Host    */
@@ -59,6 +63,7 @@ typedef struct mws_dir_conf {
     apr_interval_time_t ping_interval;  /* MWS_UNSET: unset; 0 off         */
     apr_interval_time_t close_timeout;  /* MWS_UNSET: unset                */
     int origin_mode;             /* MWS_ORIGIN_*                           */
+    int driver;                  /* MWS_DRIVER_*, 0: unset                 */
     apr_array_header_t *origins; /* of const char *, lower case            */
     apr_array_header_t *options; /* of mws_option, in config order         */
 } mws_dir_conf;
@@ -108,6 +113,14 @@ struct mws_timer {
     void *arg;
 };
 
+typedef enum {
+    MWS_IO_OWNED = 0,            /* a worker thread runs the connection      */
+    MWS_IO_PARKED,               /* waiting in the MPM's pollset             */
+    MWS_IO_CALLBACK              /* a timed callback of ours runs a pass     */
+} mws_io;
+
+struct mws_drive;
+
 struct mws_conn {
     pthread_mutex_t lock;        /* guards everything below it               */
     unsigned refs;
@@ -124,9 +137,17 @@ struct mws_conn {
     int running_cancelled;
     unsigned close_code;         /* the code of the close we queued          */
     apr_pollset_t *pollset;      /* woken by other threads; NULL when dead   */
-    pthread_t driver_thread;     /* the thread running mws_conn_run()        */
+    pthread_t driver_thread;     /* the blocking driver's thread             */
+    int async;                   /* parked driver (event MPM)                */
+    mws_io io;                   /* parked driver: who may touch the socket  */
+    pthread_cond_t io_cond;      /* signalled when a callback pass ends      */
+    int io_waiters;
+    int cb_pending;              /* an immediate callback is registered      */
+    int work_pending;            /* queued while owned: look before parking  */
+    apr_time_t wake_at;          /* a timed callback is registered for then  */
 
     /* owned by the connection's thread, no lock needed */
+    struct mws_drive *dv;
     conn_rec *c;
     request_rec *r;
     mws_instance *inst;
@@ -141,12 +162,41 @@ struct mws_conn {
     struct mws_sub *subs;                   /* channels (mws_pubsub.c lock)   */
 };
 
-/* mws_conn.c: lifecycle and the blocking driver */
+/* The driver's state of one connection, in c->pool; c->conn_config of
+ * our module points to it while the connection is a WebSocket.  Touched
+ * only by whoever owns the connection (see mws_io). */
+typedef struct mws_drive {
+    mws_conn *mc;               /* NULL once finished                     */
+    conn_rec *c;
+    const mws_handler *h;
+    ws_parser parser;
+    apr_bucket_brigade *bb_in, *bb_out;
+    uint8_t *msg;               /* reassembly of a fragmented message     */
+    size_t msg_len, msg_cap;
+    int done;                   /* finish after the next flush            */
+    int closing;                /* parked: finished, waiting for the MPM  */
+    int finished;
+    int close_written;          /* our close frame is on the wire         */
+    apr_time_t close_deadline;
+    int code;                   /* for on_close                           */
+    char reason[WS_MAX_CLOSE_REASON + 1];
+    size_t reason_len;
+    int have_code;
+    apr_time_t last_read;       /* last bytes from the peer               */
+    apr_time_t next_ping;       /* keep-alive ping due (0: off)           */
+    apr_time_t pong_deadline;   /* idle ping unanswered by then: close    */
+    apr_time_t next_wake;       /* when the driver must look again        */
+} mws_drive;
+
+/* mws_conn.c: lifecycle and the drivers */
 mws_conn *mws_conn_create(request_rec *r, mws_instance *inst,
                           const mws_dir_conf *dconf);
 mws_conn *mws_conn_retain(mws_conn *mc);
 void mws_conn_release(mws_conn *mc);
-int mws_conn_run(mws_conn *mc);
+void mws_conn_start(mws_conn *mc, int allow_park);
+void mws_conn_register_hooks(void);
+void mws_conn_child_init(apr_pool_t *pchild, server_rec *s);
+int mws_conn_parking(void);
 void mws_conn_abort(mws_conn *mc);
 void mws_conn_going_away(mws_conn *mc);
 
