@@ -269,5 +269,3 @@ def child_pids(parent):
             out.append(int(d))
     return out
 
-
-__all__ = ["OP_TEXT", "OP_BINARY", "wsclient"]
