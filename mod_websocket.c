@@ -440,10 +440,16 @@ static int origin_allowed(request_rec *r, const mws_dir_conf *d)
     return !strcasecmp(o + 3, host);
 }
 
+static int copy_header(void *data, const char *key, const char *value)
+{
+    apr_table_add((apr_table_t *)data, key, value);
+    return 1;
+}
+
 static int ws_handler(request_rec *r)
 {
     mws_dir_conf *d;
-    const char *upgrade, *connection, *version, *key;
+    const char *upgrade, *connection, *version, *key, *clen;
     char accept[WS_ACCEPT_LEN + 1];
     mws_request req;
     mws_conn *mc;
@@ -461,6 +467,11 @@ static int ws_handler(request_rec *r)
     }
 
     upgrade = apr_table_get(r->headers_in, "Upgrade");
+    connection = apr_table_get(r->headers_in, "Connection");
+    if (!upgrade && connection && ws_token_list_has(connection, "upgrade")) {
+        return refuse(r, HTTP_BAD_REQUEST, "Connection: upgrade without "
+                      "an Upgrade header");
+    }
     if (!upgrade || !ws_token_list_has(upgrade, "websocket")) {
         apr_table_setn(r->err_headers_out, "Upgrade", "websocket");
         apr_table_mergen(r->err_headers_out, "Connection", "Upgrade");
@@ -472,7 +483,6 @@ static int ws_handler(request_rec *r)
     if (r->proto_num < HTTP_VERSION(1, 1)) {
         return refuse(r, HTTP_BAD_REQUEST, "protocol older than HTTP/1.1");
     }
-    connection = apr_table_get(r->headers_in, "Connection");
     if (!connection || !ws_token_list_has(connection, "upgrade")) {
         return refuse(r, HTTP_BAD_REQUEST, "Connection lacks upgrade");
     }
@@ -492,8 +502,9 @@ static int ws_handler(request_rec *r)
                       apr_table_get(r->headers_in, "Origin"));
         return HTTP_FORBIDDEN;
     }
-    if (r->read_body == REQUEST_NO_BODY && (r->remaining > 0
-        || apr_table_get(r->headers_in, "Transfer-Encoding"))) {
+    clen = apr_table_get(r->headers_in, "Content-Length");
+    if ((clen && strcmp(clen, "0"))
+        || apr_table_get(r->headers_in, "Transfer-Encoding")) {
         return refuse(r, HTTP_BAD_REQUEST, "upgrade request with a body");
     }
     if (!d->instance->ready) {
@@ -542,6 +553,9 @@ static int ws_handler(request_rec *r)
     if (req.chosen) {
         apr_table_setn(r->headers_out, "Sec-WebSocket-Protocol", req.chosen);
     }
+    /* headers the handler set go out with the 101 */
+    apr_table_do(copy_header, r->headers_out, r->err_headers_out, NULL);
+    apr_table_clear(r->err_headers_out);
     ap_send_interim_response(r, 1);
 
     /* From here the bytes on the connection are WebSocket frames: the

@@ -202,7 +202,7 @@ int mws_queue_frame(mws_conn *mc, int fin, ws_opcode op, const void *data,
         free(o);
         return MWS_ERR_CLOSED;
     }
-    if (op != WS_OP_CLOSE && op != WS_OP_PONG
+    if (op != WS_OP_CLOSE && op != WS_OP_PONG && mc->queued
         && (apr_off_t)(mc->queued + o->len) > mc->limits.max_queued) {
         /* the client does not read fast enough: it will be closed */
         mc->queue_overflow = 1;
