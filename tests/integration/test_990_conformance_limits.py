@@ -58,3 +58,29 @@ def test_mws_990_09_1000_messages_pipelined(ws, kind):
     assert ws.send_raw(b"".join(build_frame(KINDS[kind], m) for m in msgs))
     for i, m in enumerate(msgs):
         assert ws.recv_message(timeout=10) == (KINDS[kind], m), i
+
+
+def test_mws_990_10_bidirectional_backpressure(ws):
+    # the client writes 3 x 4 MiB without reading (from a thread) while the
+    # server echoes: the server must keep reading while its writes block
+    import threading
+    msgs = [bytes([i]) * (4 * 1024 * 1024) for i in range(3)]
+    errors = []
+
+    def sender():
+        for m in msgs:
+            if not ws.send_message(OP_BINARY, m, fragments=4):
+                errors.append(ws.conn.send_failed)
+                return
+
+    ws.conn.sock.settimeout(30)
+    t = threading.Thread(target=sender, daemon=True)
+    t.start()
+    try:
+        for m in msgs:
+            assert ws.recv_message(timeout=30) == (OP_BINARY, m)
+    finally:
+        t.join(30)
+    assert not errors, errors
+    ws.send_close(1000)
+    ws.expect_close(1000, reply=False)
