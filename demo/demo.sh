@@ -99,7 +99,7 @@ CONF
 }
 
 start() {
-    local f pid i
+    local f pid
     for f in "$builddir/.libs/mod_websocket.so" \
              "$builddir"/handlers/.libs/mod_ws_{echo,chat,increment}.so; do
         if [ ! -f "$f" ]; then
@@ -124,7 +124,7 @@ start() {
         exec "$HTTPD" -f "$conf" -DFOREGROUND
     fi
     "$HTTPD" -f "$conf" -k start
-    for i in $(seq 1 100); do
+    for _ in $(seq 1 100); do
         if curl -s -o /dev/null --max-time 1 "$url"; then
             echo "mod_websocket demo on $url"
             echo "  pages: ${url}index.html, echo.html, chat.html, increment.html, plain.html"
@@ -141,13 +141,13 @@ start() {
 }
 
 stop() {
-    local pid i
+    local pid
     if ! pid=$(running_pid); then
         echo "The demo on port $port is not running."
         return 0
     fi
     "$HTTPD" -f "$conf" -k stop
-    for i in $(seq 1 300); do
+    for _ in $(seq 1 300); do
         if ! kill -0 "$pid" 2>/dev/null; then
             echo "The demo on port $port stopped (server root $root kept)."
             return 0
