@@ -147,6 +147,8 @@ void ws_parser_init(ws_parser *p, const ws_parser_config *cfg)
     p->utf8 = WS_UTF8_ACCEPT;
 }
 
+/* 1 from the header of a data message's first frame until the event that
+ * carries WS_DATA_LAST (so also while a single FIN frame is streaming). */
 int ws_parser_in_message(const ws_parser *p)
 {
     return p != NULL && !p->dead && p->msg_op != WS_OP_CONT;
