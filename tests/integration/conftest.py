@@ -335,15 +335,21 @@ class MwsEnv:
     def new_log_errors(self, reset=True):
         """Error-log lines since the last check that match ERROR_PATTERNS and
         no allowed pattern."""
-        text = self._log_tail(self.log_offset)
-        end = self.log_offset + len(text.encode("utf-8", "replace"))
+        try:
+            with open(self.error_log, "rb") as f:
+                f.seek(self.log_offset)
+                data = f.read()
+        except OSError:
+            data = b""
+        # only whole lines; a line being written now is looked at next time
+        cut = data.rfind(b"\n") + 1
         bad = []
-        for line in text.splitlines():
+        for line in data[:cut].decode("utf-8", "replace").splitlines():
             if any(p.search(line) for p in ERROR_PATTERNS) and \
                     not any(a.search(line) for a in self._allowed):
                 bad.append(line)
         if reset:
-            self.log_offset = self._log_size() if end > self._log_size() else end
+            self.log_offset += cut
             self._allowed = []
         return bad
 

@@ -278,3 +278,18 @@ def test_mws_100_23_tls_access_log(env):
         ws.close()
     lines = env.wait_access_lines(tag)
     assert len(lines) == 1 and '" 101 ' in lines[0], lines
+
+
+def test_mws_100_24_connection_on_two_header_lines(env):
+    # "Connection: keep-alive" and "Connection: Upgrade" as separate lines
+    key = wsclient.new_key()
+    hdrs = upgrade_headers(key=key, connection="keep-alive") + [("Connection", "Upgrade")]
+    c = env.conn()
+    try:
+        c.send(build_request("GET", "/echo", headers=hdrs))
+        resp = c.read_response()
+        check_101(resp, key)
+        ws = wsclient.WsClient(c, resp, key)
+        assert ws.echo(OP_TEXT, b"two lines") == (OP_TEXT, b"two lines")
+    finally:
+        c.close()
