@@ -162,3 +162,49 @@ def test_mws_000_12_close_info():
     with pytest.raises(WsError):
         Frame(True, 0, OP_CLOSE, False, b"\x03", 0).close_info()
     assert wsclient.close_payload(1001, "ü") == b"\x03\xe9\xc3\xbc"
+
+
+def _fake(server_bytes):
+    """A WsClient whose 'server' is the other end of a socketpair that has
+    already written server_bytes and closed."""
+    import socket
+    a, b = socket.socketpair()
+    b.sendall(server_bytes)
+    b.close()
+    return wsclient.WsClient(wsclient.Conn(a, timeout=2))
+
+
+def test_mws_000_13_client_assertions_can_fail():
+    srv = lambda op, p, **kw: build_frame(op, p, masked=False, **kw)  # noqa: E731
+    # right code passes, wrong code fails
+    c = _fake(srv(OP_CLOSE, wsclient.close_payload(1002)))
+    c.conn.send = lambda data: True
+    assert c.expect_close(1002) == (1002, b"")
+    c = _fake(srv(OP_CLOSE, wsclient.close_payload(1000)))
+    c.conn.send = lambda data: True
+    with pytest.raises(WsError):
+        c.expect_close(1002)
+    # frames before the close are not allowed by default
+    c = _fake(srv(OP_TEXT, b"x") + srv(OP_CLOSE, wsclient.close_payload(1002)))
+    with pytest.raises(WsError):
+        c.expect_close(1002)
+    # EOF without a close frame
+    with pytest.raises(WsError):
+        _fake(b"").expect_close(1002)
+    # masked server frame, RSV bit, invalid UTF-8 text
+    for bad in (build_frame(OP_TEXT, b"x"), srv(OP_TEXT, b"x", rsv=1), srv(OP_TEXT, b"\xff")):
+        with pytest.raises(WsError):
+            _fake(bad).recv_message()
+    # fragmented echo is reassembled; a pong is not a message
+    c = _fake(srv(OP_TEXT, b"ab", fin=False) + srv(OP_CONT, b"c"))
+    assert c.recv_message() == (OP_TEXT, b"abc")
+    with pytest.raises(WsError):
+        _fake(srv(wsclient.OP_PONG, b"")).recv_message()
+    # pong payload must match
+    with pytest.raises(WsError):
+        _fake(srv(wsclient.OP_PONG, b"a")).expect_pong(b"b")
+    # a frame after the close where EOF is expected
+    c = _fake(srv(OP_CLOSE, wsclient.close_payload(1000)) + srv(OP_TEXT, b"late"))
+    c.conn.send = lambda data: True
+    with pytest.raises(WsError):
+        c.expect_close(1000)
