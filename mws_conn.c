@@ -770,6 +770,10 @@ static void drive_finish(mws_drive *dv)
         return;
     }
     dv->finished = 1;
+    if (dv->max_free_lowered) {
+        apr_allocator_max_free_set(apr_pool_allocator_get(dv->c->pool),
+                                   ap_max_mem_free);
+    }
     conn_kill(mc);
     ap_log_cerror(APLOG_MARK, APLOG_TRACE1, 0, dv->c,
                   "ws(%" APR_UINT64_T_FMT "): closed with %d",
@@ -1215,6 +1219,12 @@ void mws_conn_start(mws_conn *mc, int allow_park)
         drive_finish(dv);
         return;
     }
+    /* The connection's allocator keeps what the handshake freed (request
+     * pool, read buffers: ~16 KiB) for reuse; a WebSocket that waits for
+     * hours should not.  ws_pre_close_connection() restores the limit
+     * before the MPM recycles the pool. */
+    apr_allocator_max_free_set(apr_pool_allocator_get(c->pool), 1);
+    dv->max_free_lowered = 1;
     /* httpd ends the request; the MPM flushes, then polls for input and,
      * with the clogging flag, calls ws_process_connection() */
     c->cs->sense = CONN_SENSE_WANT_READ;

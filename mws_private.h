@@ -176,6 +176,7 @@ typedef struct mws_drive {
     int done;                   /* finish after the next flush            */
     int closing;                /* parked: finished, waiting for the MPM  */
     int finished;
+    int max_free_lowered;       /* the connection allocator keeps nothing */
     int close_written;          /* our close frame is on the wire         */
     apr_time_t close_deadline;
     int code;                   /* for on_close                           */
