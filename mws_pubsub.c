@@ -36,9 +36,8 @@
 #include "mws_private.h"
 
 #define MWS_CHANNEL_MAX   200          /* bytes of a channel name         */
-/* a message published across children fits one datagram; the default
- * net.core.wmem_max (208 KiB) bounds it, so stay well below */
-#define MWS_PUBLISH_MAX   (64 * 1024)
+/* a message published across children fits one datagram (MWS_PUBLISH_MAX,
+ * 64 KiB): the default net.core.wmem_max (208 KiB) bounds a datagram */
 #define MWS_DGRAM_MAX     (MWS_PUBLISH_MAX + MWS_CHANNEL_MAX + 8)
 #define MWS_SOCKDIR       "mod_websocket"
 

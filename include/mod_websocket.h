@@ -61,10 +61,13 @@ typedef enum {
     MWS_ERR_CLOSED  = -1, /**< the connection is closing or gone         */
     MWS_ERR_INVALID = -2, /**< bad argument (type, code, NULL data, ...) */
     MWS_ERR_NOMEM   = -3, /**< out of memory                             */
-    MWS_ERR_TOO_BIG = -4, /**< over a configured limit                   */
+    MWS_ERR_TOO_BIG = -4, /**< over a limit (configured, or MWS_PUBLISH_MAX) */
     MWS_ERR_STATE   = -5, /**< not allowed now (e.g. outside on_open)    */
     MWS_ERR_NOTFOUND= -6  /**< no such header, option, timer, ...        */
 } mws_status;
+
+/** The largest message publish() carries across child processes. */
+#define MWS_PUBLISH_MAX (64 * 1024)
 
 /** Message types, as the RFC 6455 opcodes. */
 typedef enum {
@@ -172,8 +175,10 @@ typedef struct mws_host {
     void *(*get_data)(mws_conn *c);
     /** Attach per-connection data; free it in on_close. */
     void (*set_data)(mws_conn *c, void *data);
-    /** A number unique to this connection within the server's lifetime on
-     *  this child process (never reused, never 0). */
+    /** A number unique to this connection within its child process's
+     *  lifetime (never reused there, never 0).  Other child processes
+     *  number their connections independently: combine it with the process
+     *  id for a server-wide identity. */
     uint64_t (*id)(mws_conn *c);
     /** Bytes queued for this connection and not yet written (0 once it is
      *  gone). */
@@ -214,13 +219,19 @@ typedef struct mws_host {
     /* --- publish/subscribe across all child processes -------------------- */
 
     /** Receive every message published on channel (any child process) until
-     *  unsubscribed or closed.  A connection may join several channels. */
+     *  unsubscribed or closed.  A connection may join several channels.
+     *  Channel names (1 to 200 bytes) are shared by every handler of the
+     *  server: prefix them with your handler's name.  A connection is
+     *  unsubscribed from everything before its on_close runs. */
     int (*subscribe)(mws_conn *c, const char *channel);
     /** Leave channel. */
     int (*unsubscribe)(mws_conn *c, const char *channel);
     /** Send a message to every connection subscribed to channel in every
-     *  child process of this server.  Returns the number of local
-     *  receivers, or a negative mws_status. */
+     *  child process of this server.  Text must be UTF-8.  A message for
+     *  other child processes travels as one datagram, so it may be at most
+     *  64 KiB (MWS_PUBLISH_MAX): larger ones fail with MWS_ERR_TOO_BIG and
+     *  reach nobody.  Returns the number of receivers in this child
+     *  process, or a negative mws_status. */
     int (*publish)(const char *channel, mws_msg_type type, const void *data,
                    size_t len);
 
@@ -242,10 +253,11 @@ typedef struct mws_handler {
     uint32_t flags;       /**< MWS_HANDLER_FLAG_* */
 
     /**
-     * Optional.  Once per child process (and once in the parent at
-     * configuration time is NOT done), before any connection, for each
-     * WebSocketHandler line that names this handler.  opts are the
-     * WebSocketHandlerOption lines of the same configuration section.
+     * Optional.  Once per child process, before any connection, for each
+     * WebSocketHandler line that names this handler (never in the parent
+     * process).  opts are the WebSocketHandlerOption lines of the same
+     * configuration section as that WebSocketHandler line; a connection
+     * sees the options merged across sections through host->option().
      * Store what you need in *instance; it is handed to on_open.  Return 0,
      * or -1 to log an error (the location then answers 500).
      */
