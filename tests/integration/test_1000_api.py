@@ -229,6 +229,21 @@ def test_mws_1000_15_subprotocol_case_sensitive(env, api):
         close_clean(ws)
 
 
+def test_mws_1000_15b_subprotocol_outlives_the_request(env, api):
+    """host->subprotocol() stays valid for the connection's life, after the
+    upgrade request (and its pool) are gone."""
+    conns = [proto_ws(env, "proto=chat.v2", ["chat.v1, chat.v2"]) for _ in range(4)]
+    try:
+        for ws in conns:
+            assert recv_text(ws) == "proto chat.v2 0"
+        for ws in conns:
+            assert ws.echo(OP_BINARY, os.urandom(100000), timeout=10)[0] == OP_BINARY
+            assert cmd(ws, "subprotocol") == "subprotocol chat.v2"
+    finally:
+        for ws in conns:
+            close_clean(ws)
+
+
 # ---- messages and commands ------------------------------------------------------
 
 def test_mws_1000_16_echo(env, api):
