@@ -30,6 +30,8 @@
 #include "mws_private.h"
 
 static uint64_t mws_next_id;
+static int mws_can_park;        /* this MPM can wait for input for us */
+static int mws_single_threaded; /* prefork: one connection per process */
 
 /* ---- lifecycle -------------------------------------------------------- */
 
@@ -827,17 +829,19 @@ static void drive_blocking(mws_drive *dv)
     pthread_mutex_unlock(&mc->lock);
 
     while (!drive_pass(dv)) {
+        if (mws_single_threaded && !mc->close_queued && server_stopping()) {
+            /* prefork's graceful stop is a signal that may come while we
+             * are not in poll(): look on every round */
+            mws_conn_going_away(mc);
+            continue;
+        }
         wait = -1;
         if (dv->next_wake) {
             apr_time_t now = apr_time_now();
             wait = dv->next_wake > now ? dv->next_wake - now : 0;
         }
         rv = apr_pollset_poll(ps, wait, &nfired, &fired);
-        if (APR_STATUS_IS_EINTR(rv) && server_stopping()) {
-            /* prefork's graceful stop arrives as a signal */
-            mws_conn_going_away(mc);
-        }
-        else if (rv != APR_SUCCESS && !APR_STATUS_IS_EINTR(rv)
+        if (rv != APR_SUCCESS && !APR_STATUS_IS_EINTR(rv)
                  && !APR_STATUS_IS_TIMEUP(rv)) {
             ap_log_cerror(APLOG_MARK, APLOG_ERR, rv, dv->c, MWS_LOGNO(00010)
                           "ws(%" APR_UINT64_T_FMT "): poll failed",
@@ -1157,11 +1161,10 @@ static int ws_pre_close_connection(conn_rec *c)
     return OK;
 }
 
-static int mws_can_park;        /* this MPM can wait for input for us */
 
 void mws_conn_child_init(apr_pool_t *pchild, server_rec *s)
 {
-    int async = 0, waitio = 0;
+    int async = 0, waitio = 0, threaded = 0;
 
 #ifdef AP_MPMQ_CAN_WAITIO
     if (ap_mpm_query(AP_MPMQ_IS_ASYNC, &async) != APR_SUCCESS) {
@@ -1172,6 +1175,9 @@ void mws_conn_child_init(apr_pool_t *pchild, server_rec *s)
     }
 #endif
     mws_can_park = async && waitio;
+    if (ap_mpm_query(AP_MPMQ_IS_THREADED, &threaded) == APR_SUCCESS) {
+        mws_single_threaded = (threaded == AP_MPMQ_NOT_SUPPORTED);
+    }
     if (mws_can_park) {
         apr_status_t rv = wq_start(pchild);
         if (rv != APR_SUCCESS) {
