@@ -541,7 +541,9 @@ static int ws_handler(request_rec *r)
         }
     }
     mc->opened = 1;
-    mc->subprotocol = req.chosen;
+    /* the request pool dies before the connection: keep a copy */
+    mc->subprotocol = req.chosen ? apr_pstrdup(r->connection->pool,
+                                               req.chosen) : NULL;
 
     ws_handshake_accept(key, accept);
     r->status = HTTP_SWITCHING_PROTOCOLS;

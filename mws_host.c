@@ -314,7 +314,17 @@ static const char *h_option(mws_conn *mc, const char *key)
 
 static const char *h_subprotocol(mws_conn *mc)
 {
-    return mc ? mc->subprotocol : NULL;
+    const char *p = NULL;
+
+    if (!mc) {
+        return NULL;
+    }
+    pthread_mutex_lock(&mc->lock);
+    if (mc->state != MWS_ST_DEAD) {
+        p = mc->subprotocol;    /* in c->pool, which lives while not dead */
+    }
+    pthread_mutex_unlock(&mc->lock);
+    return p;
 }
 
 static mws_timer *h_timer_add(mws_conn *mc, unsigned ms, int periodic,
