@@ -223,6 +223,7 @@ class MwsEnv:
         self.pid = None
         self._allowed = []
         self.log_offset = 0
+        self.pending_errors = []  # found while stopping, reported by the next check
 
     # config -----------------------------------------------------------------
 
@@ -261,6 +262,7 @@ class MwsEnv:
         r = subprocess.run([HTTPD, "-f", self.conf_path, "-k", "start"],
                            capture_output=True, text=True, timeout=60)
         if r.returncode != 0:
+            self.log_offset = self._log_size()
             raise RuntimeError("apache2 -k start failed (%d):\n%s%s\n%s" % (
                 r.returncode, r.stdout, r.stderr, self._log_tail(log_start)))
         deadline = time.monotonic() + timeout
@@ -274,7 +276,6 @@ class MwsEnv:
             time.sleep(0.05)
         with open(self.pid_file) as f:
             self.pid = int(f.read().strip())
-        self.log_offset = log_start
         bad = self.new_log_errors(reset=True)
         if bad:
             raise RuntimeError("httpd start logged errors:\n" + "\n".join(bad))
@@ -305,6 +306,8 @@ class MwsEnv:
             except ProcessLookupError:
                 pass
         self.pid = None
+        # children that crashed or reported errors while stopping
+        self.pending_errors += self.new_log_errors(reset=True)
 
     def restart(self, extra="", locations=None):
         """Stop, rewrite httpd.conf (base locations unless given) and start."""
@@ -350,7 +353,6 @@ class MwsEnv:
                 bad.append(line)
         if reset:
             self.log_offset += cut
-            self._allowed = []
         return bad
 
     def error_log_since(self, offset):
@@ -453,11 +455,16 @@ def env(request, tls_files):
         e.stop()
         raise
     yield e
+    e._allowed = []
     e.stop()
-    if os.environ.get("MWS_KEEP"):
+    bad, e.pending_errors = e.pending_errors, []
+    if os.environ.get("MWS_KEEP") or bad:
         sys.stderr.write("\nmws server root kept: %s\n" % e.root)
     else:
         shutil.rmtree(e.root, ignore_errors=True)
+    if bad:
+        pytest.fail("error log at server stop (%s):\n%s" % (e.mpm, "\n".join(bad)),
+                    pytrace=False)
 
 
 @pytest.fixture(autouse=True)
@@ -467,14 +474,20 @@ def _check_error_log(request):
         yield
         return
     e = request.getfixturevalue("env")
-    e.new_log_errors(reset=True)  # whatever happened before belongs elsewhere
+    e._allowed = []
+    before = e.pending_errors + e.new_log_errors(reset=True)
+    e.pending_errors = []
+    prev, e.last_test = getattr(e, "last_test", None), request.node.nodeid
+    if before:  # logged after the previous test's check (e.g. a late crash)
+        pytest.fail("error log gained lines after %s ended:\n%s" % (prev, "\n".join(before)),
+                    pytrace=False)
     for m in request.node.iter_markers("allow_errors"):
         for p in m.args:
             e.allow_error(p)
     yield
-    if e.pid is None:
-        return
-    bad = e.new_log_errors(reset=True)
+    bad = e.pending_errors + (e.new_log_errors(reset=True) if e.pid is not None else [])
+    e.pending_errors = []
+    e._allowed = []
     if bad:
         pytest.fail("error log gained unexpected lines:\n" + "\n".join(bad), pytrace=False)
 
