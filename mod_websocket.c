@@ -620,7 +620,7 @@ static void child_init(apr_pool_t *pchild, server_rec *s)
  * exit instead of waiting for clients that may stay for hours. */
 static void child_stopping(apr_pool_t *pchild, int graceful)
 {
-    mws_registry_going_away();
+    mws_registry_going_away(graceful);
 }
 
 static int post_config(apr_pool_t *pconf, apr_pool_t *plog,

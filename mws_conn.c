@@ -32,6 +32,8 @@
 static uint64_t mws_next_id;
 static int mws_can_park;        /* this MPM can wait for input for us */
 static int mws_single_threaded; /* prefork: one connection per process */
+/* prefork: the connection whose thread waits in poll() right now */
+static mws_drive *volatile mws_polling_drive;
 
 /* ---- lifecycle -------------------------------------------------------- */
 
@@ -414,6 +416,9 @@ static apr_status_t flush_out(mws_drive *dv)
     pthread_mutex_lock(&mc->lock);
     mc->queued = mc->queued > bytes ? mc->queued - bytes : 0;
     pthread_mutex_unlock(&mc->lock);
+    if (wrote_close && rv == APR_SUCCESS) {
+        __atomic_store_n(&mc->close_sent, 1, __ATOMIC_RELEASE);
+    }
     if (wrote_close && !dv->close_written) {
         dv->close_written = 1;
         dv->close_deadline = apr_time_now() + mc->limits.close_timeout;
@@ -840,7 +845,9 @@ static void drive_blocking(mws_drive *dv)
             apr_time_t now = apr_time_now();
             wait = dv->next_wake > now ? dv->next_wake - now : 0;
         }
+        mws_polling_drive = dv;
         rv = apr_pollset_poll(ps, wait, &nfired, &fired);
+        mws_polling_drive = NULL;
         if (rv != APR_SUCCESS && !APR_STATUS_IS_EINTR(rv)
                  && !APR_STATUS_IS_TIMEUP(rv)) {
             ap_log_cerror(APLOG_MARK, APLOG_ERR, rv, dv->c, MWS_LOGNO(00010)
@@ -1148,6 +1155,8 @@ static int ws_process_connection(conn_rec *c)
 }
 
 /* The MPM closes the connection (its Timeout, a stop): report it. */
+static void last_words(mws_drive *dv);
+
 static int ws_pre_close_connection(conn_rec *c)
 {
     mws_drive *dv = conn_drive(c);
@@ -1156,11 +1165,74 @@ static int ws_pre_close_connection(conn_rec *c)
         if (dv->mc->async) {
             async_take(dv->mc);
         }
+        last_words(dv);
         drive_finish(dv);
     }
     return OK;
 }
 
+/* The connection is about to be closed under us (the MPM's Timeout, a
+ * hard stop): if a close frame waits in the queue (child_stopping put a
+ * 1001 there), try to write it, briefly, so the client learns why. */
+static void last_words(mws_drive *dv)
+{
+    mws_conn *mc = dv->mc;
+    apr_pollfd_t pfd;
+    int has_close;
+
+    pthread_mutex_lock(&mc->lock);
+    has_close = mc->close_queued && mc->out.head;
+    pthread_mutex_unlock(&mc->lock);
+    if (!has_close || dv->close_written || dv->c->aborted) {
+        return;
+    }
+    memset(&pfd, 0, sizeof(pfd));
+    if (ap_get_pollfd_from_conn(dv->c, &pfd, NULL) == APR_SUCCESS
+        && pfd.desc_type == APR_POLL_SOCKET) {
+        apr_socket_timeout_set(pfd.desc.s, apr_time_from_msec(500));
+    }
+    if (flush_out(dv) == APR_SUCCESS && dv->close_written) {
+        set_close_info(dv, (int)mc->close_code, "server shutting down", 20);
+    }
+}
+
+/*
+ * The child is told to stop at once.  child_stopping() has queued a 1001
+ * on every connection; write it where that is safe now:
+ * - prefork: the signal handler runs on the connection's own thread and
+ *   the child exits from it; write only if that thread waits in poll()
+ *   (not inside a filter);
+ * - parked connections (event): take the ones in the MPM's pollset for a
+ *   moment, as a callback would.
+ * worker (and event's busy workers) shut their sockets before
+ * child_stopping runs: those clients see EOF and handlers hear 1006.
+ */
+void mws_conn_last_words(mws_conn *mc)
+{
+    mws_drive *dv = mws_polling_drive;
+
+    if (mws_single_threaded) {
+        if (dv && dv->mc == mc) {
+            last_words(dv);
+        }
+        return;
+    }
+    pthread_mutex_lock(&mc->lock);
+    if (!mc->async || mc->io != MWS_IO_PARKED || mc->state == MWS_ST_DEAD) {
+        pthread_mutex_unlock(&mc->lock);
+        return;
+    }
+    mc->io = MWS_IO_CALLBACK;
+    dv = mc->dv;
+    pthread_mutex_unlock(&mc->lock);
+    last_words(dv);
+    pthread_mutex_lock(&mc->lock);
+    mc->io = MWS_IO_PARKED;
+    if (mc->io_waiters) {
+        pthread_cond_broadcast(&mc->io_cond);
+    }
+    pthread_mutex_unlock(&mc->lock);
+}
 
 void mws_conn_child_init(apr_pool_t *pchild, server_rec *s)
 {

@@ -73,17 +73,47 @@ apr_size_t mws_registry_count(void)
     return n;
 }
 
-/* Close every open connection of this child with 1001 (graceful stop or
- * restart): each driver writes what was queued, then the close. */
-void mws_registry_going_away(void)
+/* Collect this child's connections, retained; *n is set.  Free with
+ * put_all(). */
+static mws_conn **get_all(apr_size_t *n)
 {
-    mws_conn *mc;
+    mws_conn *mc, **all;
 
+    *n = 0;
     pthread_mutex_lock(&reg_lock);
-    for (mc = reg_head; mc; mc = mc->reg_next) {
-        mws_conn_going_away(mc);
+    all = malloc(sizeof(*all) * (reg_count + 1));
+    for (mc = reg_head; all && mc; mc = mc->reg_next) {
+        all[(*n)++] = mws_conn_retain(mc);
     }
     pthread_mutex_unlock(&reg_lock);
+    return all;
+}
+
+static void put_all(mws_conn **all, apr_size_t n)
+{
+    apr_size_t i;
+
+    for (i = 0; i < n; ++i) {
+        mws_conn_release(all[i]);
+    }
+    free(all);
+}
+
+/* Close every open connection of this child with 1001 (stop or restart):
+ * each driver writes what was queued, then the close.  On a hard stop the
+ * drivers may not run again: write the close now where that is safe. */
+void mws_registry_going_away(int graceful)
+{
+    apr_size_t n, i;
+    mws_conn **all = get_all(&n);
+
+    for (i = 0; i < n; ++i) {
+        mws_conn_going_away(all[i]);
+        if (!graceful) {
+            mws_conn_last_words(all[i]);
+        }
+    }
+    put_all(all, n);
 }
 
 /* The child is exiting while connections are still registered (prefork
@@ -91,21 +121,20 @@ void mws_registry_going_away(void)
  * give every handler its on_close now. */
 void mws_registry_report_all(void)
 {
-    mws_conn *mc, **all;
-    apr_size_t n = 0, i;
+    apr_size_t n, i;
+    mws_conn **all = get_all(&n);
 
-    pthread_mutex_lock(&reg_lock);
-    all = malloc(sizeof(*all) * (reg_count + 1));
-    for (mc = reg_head; all && mc; mc = mc->reg_next) {
-        all[n++] = mws_conn_retain(mc);
-    }
-    pthread_mutex_unlock(&reg_lock);
     for (i = 0; i < n; ++i) {
-        mws_conn_report_close(all[i], WS_CLOSE_GOING_AWAY,
-                              "server shutting down", 20);
-        mws_conn_release(all[i]);
+        /* 1001 only if the client was told so; else no handshake: 1006 */
+        if (__atomic_load_n(&all[i]->close_sent, __ATOMIC_ACQUIRE)) {
+            mws_conn_report_close(all[i], (int)all[i]->close_code,
+                                  "server shutting down", 20);
+        }
+        else {
+            mws_conn_report_close(all[i], WS_CLOSE_ABNORMAL, "", 0);
+        }
     }
-    free(all);
+    put_all(all, n);
 }
 
 static mws_conn *h_find(uint64_t id)

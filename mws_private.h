@@ -158,6 +158,7 @@ struct mws_conn {
     apr_table_t *options;        /* merged WebSocketHandlerOption values     */
     int opened;                  /* on_open accepted: on_close is owed       */
     int close_reported;          /* on_close ran (atomic exchange)           */
+    int close_sent;              /* our close frame was written (atomic)     */
     struct mws_conn *reg_next, *reg_prev;   /* child registry (global lock)   */
     struct mws_sub *subs;                   /* channels (mws_pubsub.c lock)   */
 };
@@ -200,6 +201,7 @@ void mws_conn_child_init(apr_pool_t *pchild, server_rec *s);
 int mws_conn_parking(void);
 void mws_conn_abort(mws_conn *mc);
 void mws_conn_going_away(mws_conn *mc);
+void mws_conn_last_words(mws_conn *mc);
 
 #define MWS_Q_WHOLE   0   /* a whole data message                        */
 #define MWS_Q_PART    1   /* a part of a send_part message               */
@@ -223,7 +225,7 @@ void mws_registry_add(mws_conn *mc);
 void mws_registry_remove(mws_conn *mc);
 void mws_registry_init(apr_pool_t *p);
 apr_size_t mws_registry_count(void);
-void mws_registry_going_away(void);
+void mws_registry_going_away(int graceful);
 void mws_registry_report_all(void);
 void mws_conn_report_close(mws_conn *mc, int code, const char *reason,
                            size_t reason_len);
