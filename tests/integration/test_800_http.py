@@ -114,3 +114,22 @@ def test_mws_800_08_error_log_check_works(env):
     assert any("AH01630" in line for line in bad), bad
     env.allow_error(r"AH01630")
     assert env.new_log_errors(reset=False) == []
+
+
+def test_mws_800_09_event_idle_websockets_beyond_threads(env):
+    # with the event MPM idle WebSockets hold no worker thread: more open
+    # connections than MaxRequestWorkers (40) all work, and so does HTTP
+    import pytest
+    if env.mpm != "event":
+        pytest.skip("only the event MPM parks idle connections")
+    socks = []
+    try:
+        for _ in range(60):
+            socks.append(env.ws(timeout=10))
+        resp = env.http(build_request("GET", "/index.html"), timeout=10)
+        assert resp.status == 200 and resp.body == conftest.INDEX_HTML
+        for i, ws in enumerate(socks):
+            assert ws.echo(OP_TEXT, b"idle %d" % i) == (OP_TEXT, b"idle %d" % i)
+    finally:
+        for ws in socks:
+            ws.close()
