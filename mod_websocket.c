@@ -43,6 +43,8 @@ static void *create_dir_conf(apr_pool_t *p, char *dir)
     d->idle_timeout = d->ping_interval = d->close_timeout = MWS_UNSET;
     d->origin_mode = MWS_ORIGIN_UNSET;
     d->origins = NULL;
+    d->max_conns = d->max_conns_addr = MWS_UNSET;
+    d->max_conns_index = -1;
     d->options = apr_array_make(p, 2, sizeof(mws_option));
     return d;
 }
@@ -62,6 +64,15 @@ static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     MERGE_VAL(ping_interval);
     MERGE_VAL(close_timeout);
     d->driver = add->driver ? add->driver : base->driver;
+    if (add->max_conns != MWS_UNSET) {
+        d->max_conns = add->max_conns;
+        d->max_conns_index = add->max_conns_index;
+    }
+    else {
+        d->max_conns = base->max_conns;
+        d->max_conns_index = base->max_conns_index;
+    }
+    MERGE_VAL(max_conns_addr);
     if (add->origin_mode != MWS_ORIGIN_UNSET) {
         d->origin_mode = add->origin_mode;
         d->origins = add->origins;
@@ -92,6 +103,7 @@ static int pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
 {
     mws_dsos = apr_hash_make(pconf);
     mws_instances = apr_array_make(pconf, 4, sizeof(mws_instance *));
+    mws_limits_pre_config();
     return OK;
 }
 
@@ -262,6 +274,29 @@ static const char *cmd_time(cmd_parms *cmd, void *dconf, const char *arg)
                                                     close_timeout), field);
 }
 
+static const char *cmd_max_conns(cmd_parms *cmd, void *dconf,
+                                 const char *arg)
+{
+    mws_dir_conf *d = dconf;
+    char *end;
+    apr_int64_t v = apr_strtoi64(arg, &end, 10);
+
+    if (end == arg || *end || v < 0 || v > 10000000) {
+        return apr_psprintf(cmd->pool, "%s: '%s' is not a number of "
+                            "connections (0 for no limit)", cmd->cmd->name,
+                            arg);
+    }
+    if (cmd->info) {            /* per client address */
+        d->max_conns_addr = (int)v;
+    }
+    else {
+        d->max_conns = (int)v;
+        /* every section that sets it counts its own connections */
+        d->max_conns_index = mws_limits_section_index();
+    }
+    return NULL;
+}
+
 static const char *cmd_driver(cmd_parms *cmd, void *dconf, const char *arg)
 {
     mws_dir_conf *d = dconf;
@@ -354,6 +389,14 @@ static const command_rec mws_cmds[] = {
     AP_INIT_TAKE1("WebSocketCloseTimeout", cmd_time,
                   DCONF_OFF(close_timeout), DCONF, "seconds to wait for the "
                   "peer's close frame after ours (default 5)"),
+    AP_INIT_TAKE1("WebSocketMaxConnections", cmd_max_conns, NULL, DCONF,
+                  "open WebSockets allowed in this section, all child "
+                  "processes together; more are refused with 503 (0: no "
+                  "limit, the default)"),
+    AP_INIT_TAKE1("WebSocketMaxConnectionsPerAddress", cmd_max_conns,
+                  (void *)1, DCONF, "open WebSockets allowed from one "
+                  "client address, server-wide; more are refused with 503 "
+                  "(0: no limit, the default)"),
     AP_INIT_TAKE1("WebSocketDriver", cmd_driver, NULL, DCONF,
                   "'auto' (the default: idle connections wait without a "
                   "thread where the MPM allows it) or 'blocking' (a thread "
@@ -452,6 +495,7 @@ static int ws_handler(request_rec *r)
     const char *upgrade, *connection, *version, *key, *clen;
     char accept[WS_ACCEPT_LEN + 1];
     mws_request req;
+    mws_limit_hold hold;
     mws_conn *mc;
     int status;
 
@@ -507,7 +551,13 @@ static int ws_handler(request_rec *r)
         || apr_table_get(r->headers_in, "Transfer-Encoding")) {
         return refuse(r, HTTP_BAD_REQUEST, "upgrade request with a body");
     }
+    memset(&hold, 0, sizeof(hold));
+    if ((status = mws_limits_admit(r, d, &hold)) != OK) {
+        apr_table_setn(r->err_headers_out, "Retry-After", "5");
+        return status;
+    }
     if (!d->instance->ready) {
+        mws_limits_release(&hold);
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, MWS_LOGNO(00003)
                       "handler %s (%s) failed to initialise in this process",
                       d->instance->name, d->instance->where);
@@ -516,8 +566,10 @@ static int ws_handler(request_rec *r)
 
     mc = mws_conn_create(r, d->instance, d);
     if (!mc) {
+        mws_limits_release(&hold);
         return HTTP_INTERNAL_SERVER_ERROR;
     }
+    mc->hold = hold;            /* given back when the connection ends */
 
     memset(&req, 0, sizeof(req));
     req.r = r;
@@ -626,7 +678,7 @@ static void child_stopping(apr_pool_t *pchild, int graceful)
 static int post_config(apr_pool_t *pconf, apr_pool_t *plog,
                        apr_pool_t *ptemp, server_rec *s)
 {
-    int async = 0, waitio = 0;
+    int async = 0, waitio = 0, rv;
 
     if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG) {
         return OK;
@@ -641,6 +693,9 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog,
                                      "thread)"
                                    : "blocking (a thread per connection)",
                  ap_show_mpm());
+    if ((rv = mws_limits_post_config(pconf, s)) != OK) {
+        return rv;
+    }
     return mws_pubsub_post_config(pconf, ptemp, s);
 }
 

@@ -57,6 +57,7 @@ mws_conn *mws_conn_create(request_rec *r, mws_instance *inst,
     mc->r = r;
     mc->inst = inst;
     mws_limits_resolve(dconf, &mc->limits);
+    mc->hold.section = mc->hold.addr = -1;
     mc->options = apr_table_make(r->connection->pool, dconf->options->nelts);
     for (i = 0; i < dconf->options->nelts; ++i) {
         mws_option *o = &APR_ARRAY_IDX(dconf->options, i, mws_option);
@@ -121,6 +122,7 @@ static void conn_kill(mws_conn *mc)
     pthread_mutex_unlock(&mc->lock);
     mws_registry_remove(mc);
     mws_pubsub_drop_conn(mc);
+    mws_limits_release(&mc->hold);
 }
 
 /* ---- the send queue --------------------------------------------------- */

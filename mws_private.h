@@ -64,6 +64,9 @@ typedef struct mws_dir_conf {
     apr_interval_time_t close_timeout;  /* MWS_UNSET: unset                */
     int origin_mode;             /* MWS_ORIGIN_*                           */
     int driver;                  /* MWS_DRIVER_*, 0: unset                 */
+    int max_conns;               /* MWS_UNSET: unset; 0: no cap            */
+    int max_conns_index;         /* its counter in mws_limits.c            */
+    int max_conns_addr;          /* MWS_UNSET: unset; 0: no cap            */
     apr_array_header_t *origins; /* of const char *, lower case            */
     apr_array_header_t *options; /* of mws_option, in config order         */
 } mws_dir_conf;
@@ -80,6 +83,18 @@ typedef struct mws_limits {
 } mws_limits;
 
 void mws_limits_resolve(const mws_dir_conf *d, mws_limits *l);
+
+/* mws_limits.c: connection caps across child processes */
+typedef struct mws_limit_hold {
+    int section;                 /* counter taken, or -1                   */
+    int addr;                    /* address slot taken, or -1              */
+} mws_limit_hold;
+int mws_limits_section_index(void);
+void mws_limits_pre_config(void);
+int mws_limits_post_config(apr_pool_t *pconf, server_rec *s);
+int mws_limits_admit(request_rec *r, const mws_dir_conf *d,
+                     mws_limit_hold *held);
+void mws_limits_release(mws_limit_hold *held);
 
 /* ---- outgoing frames -------------------------------------------------- */
 
@@ -152,6 +167,7 @@ struct mws_conn {
     request_rec *r;
     mws_instance *inst;
     mws_limits limits;
+    mws_limit_hold hold;         /* connection caps taken (mws_limits.c)     */
     int queue_overflow;          /* a send went over max_queued (lock)       */
     void *user_data;
     const char *subprotocol;
