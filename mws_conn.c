@@ -632,9 +632,23 @@ static void check_overflow(mws_drive *dv)
     pthread_mutex_lock(&mc->lock);
     overflow = mc->queue_overflow;
     if (overflow) {
-        outq_free(&mc->out);
+        /* drop what waits, but not a close frame someone already queued */
+        mws_out *o, *next, *keep = NULL;
+        for (o = mc->out.head; o; o = next) {
+            next = o->next;
+            if (o->is_close && !keep) {
+                keep = o;
+            }
+            else {
+                free(o);
+            }
+        }
+        mc->out.head = mc->out.tail = keep;
+        if (keep) {
+            keep->next = NULL;
+        }
         outq_free(&mc->held);
-        mc->queued = 0;
+        mc->queued = keep ? keep->len : 0;
         mc->queue_overflow = 0;
     }
     pthread_mutex_unlock(&mc->lock);
