@@ -717,7 +717,7 @@ static int drive_pass(mws_drive *dv)
     mws_conn *mc = dv->mc;
     apr_time_t next_timer, next_idle, now;
     apr_status_t rv;
-    int pending;
+    int pending, need_read = 1;
 
     for (;;) {
         check_overflow(dv);
@@ -727,12 +727,18 @@ static int drive_pass(mws_drive *dv)
         if (dv->done) {
             return 1;
         }
-        rv = read_available(dv);
-        if (rv != APR_EAGAIN && rv != APR_SUCCESS) {
-            return 1;           /* EOF or read error */
-        }
-        if (dv->done) {
-            continue;           /* flush our close, then leave */
+        /* Read once per pass: input that arrives while we write wakes the
+         * poll (ours or the MPM's) at once, and a second read here would
+         * mostly cost a system call that says "would block". */
+        if (need_read) {
+            need_read = 0;
+            rv = read_available(dv);
+            if (rv != APR_EAGAIN && rv != APR_SUCCESS) {
+                return 1;       /* EOF or read error */
+            }
+            if (dv->done) {
+                continue;       /* flush our close, then leave */
+            }
         }
         next_timer = run_timers(mc);
         now = apr_time_now();
