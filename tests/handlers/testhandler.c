@@ -61,12 +61,18 @@
  *                       then checks every host call on the dead connection
  *   badcalls            JSON of the results of invalid calls
  *   note TEXT           a line in LogFile
+ *   flood N SIZE        a thread sends N binary messages of SIZE bytes
+ *                       (the first 8 bytes: the message's number, big
+ *                       endian; then 'x') as fast as send() returns, and
+ *                       writes "flood pid=P id=I ok=.. toobig=.. closed=..
+ *                       other=.. ms=.." to LogFile (ms: how long the
+ *                       sends took), then replies "flood done OK TOOBIG"
  *
  * LogFile lines (one write(2) each, so children do not mix them):
  *   init pid=P name=N | shutdown pid=P live=N | open pid=P id=I path=...
  *   refuse pid=P id=I status=S | close pid=P id=I code=C reason=%-encoded
  *   doubleclose/overlap/late pid=P ... | afterclose pid=P id=I ok|bad ...
- *   note pid=P id=I ...
+ *   note pid=P id=I ... | flood pid=P id=I ok=N toobig=N closed=N ...
  */
 #include <inttypes.h>
 #include <fcntl.h>
@@ -821,6 +827,86 @@ static void *after_main(void *arg)
     return NULL;
 }
 
+/* flood: one thread sends as fast as it can; the sends must never block
+ * (WebSocketMaxQueuedBytes makes them fail instead). */
+typedef struct {
+    mws_conn *c;
+    t_instance *inst;
+    uint64_t id;
+    int count;
+    size_t size;
+} t_flood;
+
+static void *flood_main(void *arg)
+{
+    t_flood *f = arg;
+    unsigned long ok = 0, toobig = 0, closed = 0, other = 0;
+    struct timespec t0, t1;
+    char *buf = malloc(f->size > 8 ? f->size : 8);
+    long ms;
+    int j, k, rv;
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (j = 0; buf && j < f->count; ++j) {
+        memset(buf, 'x', f->size > 8 ? f->size : 8);
+        for (k = 0; k < 8; ++k) {
+            buf[k] = (char)(((uint64_t)j >> (8 * (7 - k))) & 0xff);
+        }
+        rv = host->send(f->c, MWS_BINARY, buf, f->size > 8 ? f->size : 8);
+        if (rv == MWS_OK) {
+            ++ok;
+        }
+        else if (rv == MWS_ERR_TOO_BIG) {
+            ++toobig;
+        }
+        else if (rv == MWS_ERR_CLOSED) {
+            ++closed;
+        }
+        else {
+            ++other;
+        }
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    ms = (long)(t1.tv_sec - t0.tv_sec) * 1000
+         + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    logline(f->inst, "flood pid=%d id=%" PRIu64 " ok=%lu toobig=%lu "
+            "closed=%lu other=%lu ms=%ld", (int)getpid(), f->id, ok, toobig,
+            closed, other, ms);
+    reply(f->c, "flood done %lu %lu", ok, toobig);
+    free(buf);
+    host->release(f->c);
+    free(f);
+    return NULL;
+}
+
+static int start_flood(t_conn *tc, mws_conn *c, int count, int size)
+{
+    t_flood *f;
+    pthread_t tid;
+    pthread_attr_t attr;
+
+    if (count < 0 || size < 0 || size > 64 * 1024 * 1024) {
+        return reply(c, "flood bad arguments");
+    }
+    if (!(f = calloc(1, sizeof(*f)))) {
+        return -1;
+    }
+    f->c = host->retain(c);
+    f->inst = tc->inst;
+    f->id = tc->id;
+    f->count = count;
+    f->size = (size_t)size;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&tid, &attr, flood_main, f) != 0) {
+        host->release(c);
+        free(f);
+        reply(c, "flood cannot start a thread");
+    }
+    pthread_attr_destroy(&attr);
+    return 0;
+}
+
 /* ---- timers -------------------------------------------------------------- */
 
 static void periodic_fired(mws_conn *c, void *arg)
@@ -1139,6 +1225,9 @@ static int command(t_conn *tc, mws_conn *c, const char *text, size_t len,
             reply(c, "sendafterclose cannot start a thread");
         }
         pthread_attr_destroy(&attr);
+    }
+    else if (!strcmp(cmd, "flood")) {
+        *rc = start_flood(tc, c, a1, a2);
     }
     else if (!strcmp(cmd, "badcalls")) {
         cmd_badcalls(c);
