@@ -283,13 +283,25 @@ def test_mws_1100_30_max_connections_503(env, hard):
         ws = clients.pop()
         hardutil_abort(ws)
         assert _wait_admitted(env, "/cap"), "capacity not given back after a reset"
-        # now at CAP - 2 + (0 held by the probes, which closed): fill up again
-        clients += [env.ws("/cap") for _ in range(2)]
+        # CAP - 2 held now; the probes above hold a slot until the server
+        # has seen them go: fill up again, retrying while they drain
+        clients += [_ws_retry(env, "/cap") for _ in range(2)]
         r = hardutil.upgrade(env, "/cap")
         assert r.status == 503, r
     finally:
         _close_all(clients)
     env.allow_error(r"MWS00024")
+
+
+def _ws_retry(env, path, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return env.ws(path)
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def hardutil_abort(ws):
