@@ -13,6 +13,13 @@ Environment:
   MWS_MPMS        comma list of MPMs to run (default event,worker,prefork)
   MWS_TRACE=1     add `LogLevel websocket:trace8`
   MWS_KEEP=1      keep the server roots (their paths are printed at teardown)
+  MWS_HTTPD_PRELOAD      libraries to LD_PRELOAD into httpd only (a sanitized build:
+                         the ASan/UBSan runtimes), space or colon separated
+  MWS_HTTPD_ENV          more "NAME=value" words for httpd only (ASAN_OPTIONS=...)
+  MWS_SANITIZER_LOG_DIR  where the sanitizers write their reports (log_path=DIR/asan
+                         ...); a test fails when a report file appears or grows
+With MWS_HTTPD_PRELOAD or MWS_HTTPD_ENV, HTTPD is a wrapper script that sets them and
+execs /usr/sbin/apache2, so pytest and its other helpers run without them.
 """
 import os
 import re
@@ -36,7 +43,71 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 BUILD_DIR = os.path.abspath(os.environ.get("MWS_BUILD_DIR") or REPO)
 MOD_WS = os.path.join(BUILD_DIR, ".libs", "mod_websocket.so")
 MOD_ECHO = os.path.join(BUILD_DIR, "handlers", ".libs", "mod_ws_echo.so")
-HTTPD = "/usr/sbin/apache2"
+HTTPD_REAL = "/usr/sbin/apache2"
+HTTPD = HTTPD_REAL
+HTTPD_PRELOAD = " ".join(os.environ.get("MWS_HTTPD_PRELOAD", "").replace(":", " ").split())
+HTTPD_ENV = os.environ.get("MWS_HTTPD_ENV", "").split()
+SANITIZER_LOG_DIR = os.environ.get("MWS_SANITIZER_LOG_DIR") or None
+
+
+def _httpd_wrapper():
+    """A script that runs apache2 with the preload and environment of
+    MWS_HTTPD_PRELOAD / MWS_HTTPD_ENV (only httpd gets them)."""
+    for word in HTTPD_ENV:
+        if "=" not in word or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", word):
+            raise RuntimeError("MWS_HTTPD_ENV: %r is not NAME=value" % word)
+    d = tempfile.mkdtemp(prefix="mws-httpd-wrap-")
+    os.chmod(d, 0o755)
+    path = os.path.join(d, "apache2")
+    lines = ["#!/bin/sh", "# written by tests/integration/conftest.py"]
+    for word in HTTPD_ENV:
+        k, _, v = word.partition("=")
+        lines.append("%s='%s'; export %s" % (k, v.replace("'", "'\\''"), k))
+    if HTTPD_PRELOAD:
+        lines.append("LD_PRELOAD='%s'; export LD_PRELOAD" % HTTPD_PRELOAD)
+    lines.append('exec %s "$@"' % HTTPD_REAL)
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    os.chmod(path, 0o755)
+    return path
+
+
+if HTTPD_PRELOAD or HTTPD_ENV:
+    HTTPD = _httpd_wrapper()
+
+
+def sanitizer_reports():
+    """{path: size} of the sanitizer report files (see MWS_SANITIZER_LOG_DIR)."""
+    if not SANITIZER_LOG_DIR:
+        return {}
+    out = {}
+    try:
+        names = os.listdir(SANITIZER_LOG_DIR)
+    except OSError:
+        return {}
+    for n in names:
+        p = os.path.join(SANITIZER_LOG_DIR, n)
+        try:
+            out[p] = os.path.getsize(p)
+        except OSError:
+            pass
+    return out
+
+
+def new_sanitizer_reports(before):
+    """Report text that appeared since `before` (a sanitizer_reports() result)."""
+    found = []
+    for p, size in sorted(sanitizer_reports().items()):
+        old = before.get(p, 0)
+        if size > old:
+            try:
+                with open(p, "rb") as f:
+                    f.seek(old)
+                    text = f.read(20000).decode("utf-8", "replace")
+            except OSError:
+                text = "(unreadable)"
+            found.append("%s:\n%s" % (p, text))
+    return found
 HTTPD_MODULES = "/usr/lib/apache2/modules"
 ALL_MPMS = ("event", "worker", "prefork")
 MPMS = [m.strip() for m in os.environ.get("MWS_MPMS", ",".join(ALL_MPMS)).split(",") if m.strip()]
@@ -484,13 +555,27 @@ def _check_error_log(request):
     for m in request.node.iter_markers("allow_errors"):
         for p in m.args:
             e.allow_error(p)
+    reports = sanitizer_reports()
     yield
     bad = e.pending_errors + (e.new_log_errors(reset=True) if e.pid is not None else [])
     e.pending_errors = []
     e._allowed = []
     if bad:
         pytest.fail("error log gained unexpected lines:\n" + "\n".join(bad), pytrace=False)
+    found = new_sanitizer_reports(reports)
+    if found:
+        pytest.fail("sanitizer report(s):\n" + "\n".join(found), pytrace=False)
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "allow_errors(*regex): error-log lines this test may cause")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """With MWS_SANITIZER_LOG_DIR, any report file (also one written while a
+    server stopped, after the last per-test check) fails the run."""
+    found = new_sanitizer_reports({})
+    if found:
+        sys.stderr.write("\nsanitizer reports in %s:\n%s\n" % (SANITIZER_LOG_DIR,
+                                                               "\n".join(found)))
+        session.exitstatus = 1
