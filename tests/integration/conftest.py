@@ -16,6 +16,9 @@ Environment:
   MWS_HTTPD_PRELOAD      libraries to LD_PRELOAD into httpd only (a sanitized build:
                          the ASan/UBSan runtimes), space or colon separated
   MWS_HTTPD_ENV          more "NAME=value" words for httpd only (ASAN_OPTIONS=...)
+  MWS_HTTPD              run this instead of /usr/sbin/apache2 (same arguments; the
+                         valgrind pass, tests/valgrind/run.sh, uses a wrapper)
+  MWS_START_TIMEOUT      seconds to wait for httpd to answer at start (default 20)
   MWS_SANITIZER_LOG_DIR  where the sanitizers write their reports (log_path=DIR/asan
                          ...); a test fails when a report file appears or grows
 With MWS_HTTPD_PRELOAD or MWS_HTTPD_ENV, HTTPD is a wrapper script that sets them and
@@ -43,8 +46,9 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 BUILD_DIR = os.path.abspath(os.environ.get("MWS_BUILD_DIR") or REPO)
 MOD_WS = os.path.join(BUILD_DIR, ".libs", "mod_websocket.so")
 MOD_ECHO = os.path.join(BUILD_DIR, "handlers", ".libs", "mod_ws_echo.so")
-HTTPD_REAL = "/usr/sbin/apache2"
+HTTPD_REAL = os.environ.get("MWS_HTTPD") or "/usr/sbin/apache2"
 HTTPD = HTTPD_REAL
+START_TIMEOUT = float(os.environ.get("MWS_START_TIMEOUT") or 20)
 HTTPD_PRELOAD = " ".join(os.environ.get("MWS_HTTPD_PRELOAD", "").replace(":", " ").split())
 HTTPD_ENV = os.environ.get("MWS_HTTPD_ENV", "").split()
 SANITIZER_LOG_DIR = os.environ.get("MWS_SANITIZER_LOG_DIR") or None
@@ -325,7 +329,8 @@ class MwsEnv:
 
     # process ----------------------------------------------------------------
 
-    def start(self, timeout=20):
+    def start(self, timeout=None):
+        timeout = START_TIMEOUT if timeout is None else timeout
         r = self.check_conf()
         if r.returncode != 0:
             raise RuntimeError("apache2 -t failed (%d):\n%s%s" % (r.returncode, r.stdout, r.stderr))
@@ -359,7 +364,8 @@ class MwsEnv:
         except OSError:
             return False
 
-    def stop(self, timeout=30):
+    def stop(self, timeout=None):
+        timeout = max(30.0, 2 * START_TIMEOUT) if timeout is None else timeout
         if self.pid is None:
             return
         subprocess.run([HTTPD, "-f", self.conf_path, "-k", "stop"],
