@@ -318,11 +318,14 @@ int mws_timer_cancel(mws_conn *mc, mws_timer *t)
 }
 
 /* Run the timers that are due; returns the next due time or 0. */
-static apr_time_t run_timers(mws_conn *mc)
+static apr_time_t run_timers(mws_conn *mc, apr_time_t now)
 {
-    apr_time_t now = apr_time_now(), next;
+    apr_time_t next;
     struct mws_timer *t;
 
+    if (!__atomic_load_n(&mc->timers, __ATOMIC_RELAXED)) {
+        return 0;       /* none (one added meanwhile wakes the driver) */
+    }
     pthread_mutex_lock(&mc->lock);
     while ((t = mc->timers) != NULL && t->due <= now
            && mc->state == MWS_ST_OPEN) {
@@ -395,6 +398,11 @@ static apr_status_t flush_out(mws_drive *dv)
     int wrote_close = 0;
     apr_status_t rv;
 
+    /* Without the lock first: a frame queued right after this look wakes
+     * the driver (blocking) or is seen before the connection parks. */
+    if (!__atomic_load_n(&mc->out.head, __ATOMIC_ACQUIRE)) {
+        return APR_SUCCESS;
+    }
     pthread_mutex_lock(&mc->lock);
     o = mc->out.head;
     mc->out.head = mc->out.tail = NULL;
@@ -595,7 +603,7 @@ static apr_status_t read_available(mws_drive *dv)
             return rv;
         }
         if (len) {
-            dv->last_read = apr_time_now();
+            dv->last_read = dv->now;
             process(dv, mws_rbuf, len);
         }
         if (eos) {
@@ -629,6 +637,9 @@ static void check_overflow(mws_drive *dv)
     mws_conn *mc = dv->mc;
     int overflow;
 
+    if (!__atomic_load_n(&mc->queue_overflow, __ATOMIC_RELAXED)) {
+        return;         /* the common case, without the lock */
+    }
     pthread_mutex_lock(&mc->lock);
     overflow = mc->queue_overflow;
     if (overflow) {
@@ -719,6 +730,7 @@ static int drive_pass(mws_drive *dv)
     apr_status_t rv;
     int pending, need_read = 1;
 
+    dv->now = apr_time_now();   /* one clock reading per pass */
     for (;;) {
         check_overflow(dv);
         if (flush_out(dv) != APR_SUCCESS) {
@@ -740,13 +752,16 @@ static int drive_pass(mws_drive *dv)
                 continue;       /* flush our close, then leave */
             }
         }
-        next_timer = run_timers(mc);
-        now = apr_time_now();
+        now = dv->now;
+        next_timer = run_timers(mc, now);
         next_idle = check_idle(dv, now);
-        pthread_mutex_lock(&mc->lock);
-        pending = (mc->out.head != NULL || mc->queue_overflow);
-        mc->work_pending = 0;
-        pthread_mutex_unlock(&mc->lock);
+        pending = (__atomic_load_n(&mc->out.head, __ATOMIC_ACQUIRE) != NULL
+                   || __atomic_load_n(&mc->queue_overflow, __ATOMIC_RELAXED));
+        if (__atomic_load_n(&mc->work_pending, __ATOMIC_RELAXED)) {
+            pthread_mutex_lock(&mc->lock);
+            mc->work_pending = 0;   /* we are about to look at everything */
+            pthread_mutex_unlock(&mc->lock);
+        }
         if (pending) {
             continue;           /* something to write: write it first */
         }
@@ -1165,7 +1180,9 @@ static int ws_process_connection(conn_rec *c)
         return DECLINED;
     }
     c->clogging_input_filters = 0;
-    async_take(dv->mc);
+    if (dv->mc->io != MWS_IO_OWNED) {
+        async_take(dv->mc);     /* resume_connection normally did it */
+    }
     if (dv->closing || drive_pass(dv)) {
         drive_finish(dv);
         c->cs->state = CONN_STATE_LINGER;

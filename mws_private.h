@@ -204,6 +204,7 @@ typedef struct mws_drive {
     apr_time_t next_ping;       /* keep-alive ping due (0: off)           */
     apr_time_t pong_deadline;   /* idle ping unanswered by then: close    */
     apr_time_t next_wake;       /* when the driver must look again        */
+    apr_time_t now;             /* the clock at the start of this pass    */
 } mws_drive;
 
 /* mws_conn.c: lifecycle and the drivers */
