@@ -593,9 +593,6 @@ static int ws_handler(request_rec *r)
         }
     }
     mc->opened = 1;
-    /* the request pool dies before the connection: keep a copy */
-    mc->subprotocol = req.chosen ? apr_pstrdup(r->connection->pool,
-                                               req.chosen) : NULL;
 
     ws_handshake_accept(key, accept);
     r->status = HTTP_SWITCHING_PROTOCOLS;

@@ -232,6 +232,11 @@ int mws_queue_frame(mws_conn *mc, int fin, ws_opcode op, const void *data,
         mc->close_code = len >= 2 ? ((unsigned)((const uint8_t *)data)[0] << 8
                                      | ((const uint8_t *)data)[1])
                                   : WS_CLOSE_NO_STATUS;
+        mc->close_reason_len = len > 2 ? len - 2 : 0;
+        if (mc->close_reason_len) {
+            memcpy(mc->close_reason, (const uint8_t *)data + 2,
+                   mc->close_reason_len);
+        }
         if (mc->state == MWS_ST_OPEN) {
             mc->state = MWS_ST_CLOSING;
         }
@@ -537,7 +542,10 @@ static void process(mws_drive *dv, uint8_t *buf, size_t len)
                           "ws(%" APR_UINT64_T_FMT "): peer closed with %u",
                           (apr_uint64_t)dv->mc->id, ev.close_code);
             if (dv->mc->close_queued) {
-                set_close_info(dv, (int)dv->mc->close_code, NULL, 0);
+                /* we closed first: our code and reason, not the echo */
+                set_close_info(dv, (int)dv->mc->close_code,
+                               dv->mc->close_reason,
+                               dv->mc->close_reason_len);
             }
             else {
                 set_close_info(dv, (int)ev.close_code, ev.reason,

@@ -203,6 +203,9 @@ static int h_req_select_subprotocol(mws_request *req, const char *proto)
         const char *o = APR_ARRAY_IDX(req->offered, i, const char *);
         if (!strcmp(o, proto)) {
             req->chosen = o;
+            /* visible through subprotocol() from now on; the request pool
+             * dies before the connection, so keep a copy */
+            req->mc->subprotocol = apr_pstrdup(req->r->connection->pool, o);
             return MWS_OK;
         }
     }

@@ -6,10 +6,10 @@
  * mws_handler_entry, see MWS_HANDLER_ENTRY_SYMBOL) that returns a pointer to
  * a constant mws_handler; httpd.conf loads it with
  *
- *     LoadModule websocket_module modules/mod_websocket.so
+ *     LoadModule websocket_module /usr/lib/apache2/modules/mod_websocket.so
  *     <Location /echo>
  *         SetHandler websocket
- *         WebSocketHandler modules/mod_ws_echo.so
+ *         WebSocketHandler /usr/lib/apache2/modules/mod_ws_echo.so
  *     </Location>
  *
  * ABI rules.  This header is an ABI.  MWS_ABI_MAJOR changes only when a
@@ -192,7 +192,8 @@ typedef struct mws_host {
     /** The merged value of `WebSocketHandlerOption key` for the
      *  connection's location, or NULL. */
     const char *(*option)(mws_conn *c, const char *key);
-    /** The subprotocol chosen in on_open, or NULL. */
+    /** The subprotocol chosen in on_open (from the moment
+     *  req_select_subprotocol succeeded), or NULL. */
     const char *(*subprotocol)(mws_conn *c);
 
     /* --- timers ---------------------------------------------------------- */
