@@ -526,6 +526,35 @@ static void test_mask(void)
     CHECK_EQ(wrong, 0);
 }
 
+/* Longer buffers: the 64-byte blocks and every tail step after them. */
+static void test_mask_long(void)
+{
+    static const uint8_t key[4] = {0x3C, 0x99, 0x01, 0x7E};
+    static uint8_t orig[1100], buf[1120], ref[1100];
+    size_t align, len, i;
+    uint64_t off;
+    unsigned long wrong = 0;
+
+    for (i = 0; i < sizeof(orig); i++) {
+        orig[i] = (uint8_t)(i * 131 + 7);
+    }
+    for (align = 0; align < 16; align += 3) {
+        for (off = 0; off < 4; off++) {
+            for (len = 120; len <= sizeof(orig); len += (len < 300 ? 1 : 61)) {
+                for (i = 0; i < len; i++) {
+                    ref[i] = orig[i] ^ key[(off + i) & 3];
+                }
+                memcpy(buf + align, orig, len);
+                ws_mask(buf + align, len, key, off);
+                if (memcmp(buf + align, ref, len) != 0) {
+                    wrong++;
+                }
+            }
+        }
+    }
+    CHECK_EQ(wrong, 0);
+}
+
 /* ---- RFC 6455 section 5.7 -------------------------------------------- */
 
 static void test_rfc_examples(void)
@@ -669,6 +698,137 @@ static void test_scripted_large(void)
     exp_msg(&T_exp, WS_OP_BINARY, 0, 1, big, 65536);
     exp_close(&T_exp, 1005, "", 0);
     check_splits(S.b, S.n, &cfg, &T_exp, 0, __LINE__);
+}
+
+/* ---- fast paths ------------------------------------------------------- */
+
+/* Whole frames at the start of the input take shortcuts in the parser
+ * (one small frame that is a whole message, a frame with all of its
+ * header present); split feeds take the byte-wise path.  Both must give
+ * the same events, including errors. */
+static void test_fast_paths(void)
+{
+    static uint8_t data[1100];
+    static const char mb[] = "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80";
+    ws_parser_config cfg = server_cfg();
+    size_t n, i;
+
+    for (i = 0; i < sizeof(data); i++) {
+        data[i] = (uint8_t)('A' + i % 50);
+    }
+
+    /* every 7-bit length, binary, ASCII text and text ending in
+     * multi-byte characters; then some 16-bit lengths */
+    s_reset(&S);
+    t_reset(&T_exp);
+    for (n = 1; n <= 125; n++) {
+        uint8_t t[125];
+
+        s_frame(&S, 1, 0, WS_OP_BINARY, data + n, n);
+        exp_msg(&T_exp, WS_OP_BINARY, 0, 1, data + n, n);
+        s_frame(&S, 1, 0, WS_OP_TEXT, data, n);
+        exp_msg(&T_exp, WS_OP_TEXT, 0, 1, data, n);
+        memcpy(t, data, n);
+        if (n >= 9) {
+            memcpy(t + n - 9, mb, 9);
+        }
+        s_frame(&S, 1, 0, WS_OP_TEXT, t, n);
+        exp_msg(&T_exp, WS_OP_TEXT, 0, 1, t, n);
+    }
+    for (n = 126; n <= 1100; n += 97) {
+        s_frame(&S, 1, 0, WS_OP_TEXT, data, n);
+        exp_msg(&T_exp, WS_OP_TEXT, 0, 1, data, n);
+        s_frame(&S, 1, 0, WS_OP_BINARY, data, n);
+        exp_msg(&T_exp, WS_OP_BINARY, 0, 1, data, n);
+    }
+    /* small frames inside a fragmented message */
+    s_frame(&S, 0, 0, WS_OP_TEXT, "ab", 2);
+    s_frame(&S, 0, 0, WS_OP_CONT, mb, 1);
+    s_frame(&S, 1, 0, WS_OP_CONT, mb + 1, 8);
+    exp_msg(&T_exp, WS_OP_TEXT, 0, 3, "ab\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80",
+            11);
+    check_splits(S.b, S.n, &cfg, &T_exp, 0, __LINE__);
+
+    /* RSV1 negotiated: not checked as UTF-8, flagged */
+    cfg.rsv_allowed = 4;
+    s_reset(&S);
+    t_reset(&T_exp);
+    s_frame(&S, 1, 4, WS_OP_TEXT, "\xff\x80zz", 4);
+    exp_msg(&T_exp, WS_OP_TEXT, 1, 1, "\xff\x80zz", 4);
+    s_frame(&S, 1, 4, WS_OP_BINARY, data, 100);
+    exp_msg(&T_exp, WS_OP_BINARY, 1, 1, data, 100);
+    s_frame(&S, 1, 4, WS_OP_TEXT, data, 300);
+    exp_msg(&T_exp, WS_OP_TEXT, 1, 1, data, 300);
+    check_splits(S.b, S.n, &cfg, &T_exp, 1, __LINE__);
+    cfg.rsv_allowed = 0;
+
+    /* UTF-8 checks off */
+    cfg.validate_utf8 = 0;
+    s_reset(&S);
+    t_reset(&T_exp);
+    s_frame(&S, 1, 0, WS_OP_TEXT, "\xc0\xaf", 2);
+    exp_msg(&T_exp, WS_OP_TEXT, 0, 1, "\xc0\xaf", 2);
+    check_splits(S.b, S.n, &cfg, &T_exp, 1, __LINE__);
+    cfg.validate_utf8 = 1;
+
+    /* unmasked frames when masks are not required */
+    cfg.require_mask = 0;
+    s_reset(&S);
+    t_reset(&T_exp);
+    s_frame_m(&S, 1, 0, WS_OP_TEXT, data, 40, 0);
+    exp_msg(&T_exp, WS_OP_TEXT, 0, 1, data, 40);
+    s_frame(&S, 1, 0, WS_OP_TEXT, data, 41);
+    exp_msg(&T_exp, WS_OP_TEXT, 0, 1, data, 41);
+    check_splits(S.b, S.n, &cfg, &T_exp, 1, __LINE__);
+    cfg.require_mask = 1;
+
+    /* bad UTF-8 in a whole small frame: at the start, in the middle (the
+     * valid part first), at the very end, cut off inside a character */
+    {
+        static const struct {
+            const char *s;
+            size_t n;
+        } bad[] = {
+            {"\xff" "abc", 4},
+            {"abcdefghijklmnopqrstuvwxyz0123456789\xc0\xaf", 38},
+            {"abc\xed\xa0\x80", 6},
+            {"abcdefgh\xe2\x82", 10},
+            {"\xf0\x9f\x98", 3},
+        };
+
+        for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+            s_reset(&S);
+            t_reset(&T_exp);
+            s_frame(&S, 1, 0, WS_OP_BINARY, "ok", 2);
+            exp_msg(&T_exp, WS_OP_BINARY, 0, 1, "ok", 2);
+            s_frame(&S, 1, 0, WS_OP_TEXT, bad[i].s, bad[i].n);
+            exp_error(&T_exp, WS_CLOSE_INVALID_DATA);
+            s_frame(&S, 1, 0, WS_OP_TEXT, "never", 5);
+            check_splits(S.b, S.n, &cfg, &T_exp, 1, __LINE__);
+        }
+    }
+
+    /* size limits at the boundary, for small and 16-bit frames */
+    for (i = 0; i < 4; i++) {
+        size_t lim = i < 2 ? 10 : 300;
+
+        cfg = server_cfg();
+        if (i & 1) {
+            cfg.max_message = lim;
+        }
+        else {
+            cfg.max_frame = lim;
+        }
+        s_reset(&S);
+        t_reset(&T_exp);
+        s_frame(&S, 1, 0, WS_OP_BINARY, data, lim);
+        exp_msg(&T_exp, WS_OP_BINARY, 0, 1, data, lim);
+        s_frame(&S, 1, 0, WS_OP_TEXT, data, lim);
+        exp_msg(&T_exp, WS_OP_TEXT, 0, 1, data, lim);
+        s_frame(&S, 1, 0, WS_OP_TEXT, data, lim + 1);
+        exp_error(&T_exp, WS_CLOSE_TOO_BIG);
+        check_splits(S.b, S.n, &cfg, &T_exp, 1, __LINE__);
+    }
 }
 
 /* ---- errors ---------------------------------------------------------- */
@@ -1035,9 +1195,11 @@ void test_frame(void)
 {
     test_header_lengths();
     test_mask();
+    test_mask_long();
     test_rfc_examples();
     test_scripted();
     test_scripted_large();
+    test_fast_paths();
     test_errors();
     test_huge_header();
     test_utf8_second_fragment();
