@@ -339,6 +339,9 @@ static apr_time_t run_timers(mws_conn *mc, apr_time_t now)
         mc->running_cancelled = 0;
         pthread_mutex_unlock(&mc->lock);
 
+        ap_log_cerror(APLOG_MARK, APLOG_TRACE5, 0, mc->c,
+                      "ws(%" APR_UINT64_T_FMT "): timer due %" APR_TIME_T_FMT
+                      " us ago", (apr_uint64_t)mc->id, now - t->due);
         t->fn(mc, t->arg);
 
         pthread_mutex_lock(&mc->lock);
@@ -893,6 +896,9 @@ static void drive_blocking(mws_drive *dv)
         mws_polling_drive = dv;
         rv = apr_pollset_poll(ps, wait, &nfired, &fired);
         mws_polling_drive = NULL;
+        ap_log_cerror(APLOG_MARK, APLOG_TRACE6, rv, dv->c,
+                      "ws(%" APR_UINT64_T_FMT "): poll(%" APR_TIME_T_FMT
+                      ") -> %d", (apr_uint64_t)mc->id, wait, (int)nfired);
         if (rv != APR_SUCCESS && !APR_STATUS_IS_EINTR(rv)
                  && !APR_STATUS_IS_TIMEUP(rv)) {
             ap_log_cerror(APLOG_MARK, APLOG_ERR, rv, dv->c, MWS_LOGNO(00010)
