@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,7 +64,6 @@ static apr_pool_t *ps_pool;
 /* cross-child transport */
 static const char *sock_dir;      /* absolute folder of the sockets */
 static int rx_fd = -1;            /* our bound socket */
-static int tx_fd = -1;            /* unbound socket for sendto() */
 static pid_t my_pid;
 static apr_thread_t *rx_thread;
 static volatile int rx_stop;
@@ -207,50 +207,109 @@ void mws_pubsub_drop_conn(mws_conn *mc)
     pthread_mutex_unlock(&ps_lock);
 }
 
-/* ---- across children ------------------------------------------------- */
-
-/*
- * A datagram: "MWS1" type(1) channel-length(1) channel payload.
+/* ---- across children -------------------------------------------------
+ *
+ * Each child listens on a Unix SOCK_SEQPACKET socket <dir>/<pid>.sock.  A
+ * publisher keeps one connected socket per other child (opened on first
+ * use): message boundaries are kept, and unlike datagrams, whose queue is
+ * bounded by net.unix.max_dgram_qlen (10 by default, which bursts of chat
+ * joins overran), a connection is bounded by its buffer bytes.
+ *
+ * A message: "MWS1" type(1) channel-length(1) channel payload.
  */
 #define MWS_DG_MAGIC "MWS1"
 #define MWS_DG_HDR   6
+#define MWS_SEND_WAIT_MS 50
+
+typedef struct {
+    pid_t pid;
+    int fd;
+    int congested;      /* the last send had to be dropped */
+} mws_peer;
+
+static pthread_mutex_t tx_lock = PTHREAD_MUTEX_INITIALIZER;
+static mws_peer *peers;           /* one per scoreboard slot */
+static int npeers;
+static int wake_fd[2] = { -1, -1 };   /* stops the receive thread */
 
 static void sock_path(char *buf, size_t cap, pid_t pid)
 {
     apr_snprintf(buf, cap, "%s/%ld.sock", sock_dir, (long)pid);
 }
 
-/* Send one datagram to the child pid.  A child whose queue is full gets
- * up to 50 ms to make room, then loses this message (and only it). */
-static void send_to_child(pid_t pid, const void *dg, size_t len)
+static int peer_connect(pid_t pid)
 {
     struct sockaddr_un sa;
-    int waited;
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK,
+                    0);
+    int bufsize = 1024 * 1024;
 
+    if (fd < 0) {
+        return -1;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bufsize, sizeof(bufsize));
     memset(&sa, 0, sizeof(sa));
     sa.sun_family = AF_UNIX;
     sock_path(sa.sun_path, sizeof(sa.sun_path), pid);
-    for (waited = 0; waited <= 50; ++waited) {
-        if (sendto(tx_fd, dg, len, MSG_DONTWAIT | MSG_NOSIGNAL,
-                   (struct sockaddr *)&sa, sizeof(sa)) >= 0) {
+    /* a Unix socket connects at once or fails (EAGAIN: backlog full) */
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Send one message to the peer in slot; tx_lock held.  A child that does
+ * not read gets up to 50 ms (once; not again while it stays congested),
+ * then loses this message, and only it. */
+static void send_to_peer(mws_peer *pe, pid_t pid, const void *msg,
+                         size_t len)
+{
+    struct pollfd pfd;
+    int attempt;
+
+    if (pe->pid != pid || pe->fd < 0) {
+        if (pe->fd >= 0) {
+            close(pe->fd);          /* the slot has a new child */
+        }
+        pe->pid = pid;
+        pe->congested = 0;
+        pe->fd = peer_connect(pid);
+        if (pe->fd < 0) {
+            return;                 /* gone, or not listening yet */
+        }
+    }
+    for (attempt = 0; attempt < 2; ++attempt) {
+        if (send(pe->fd, msg, len, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0) {
+            pe->congested = 0;
             return;
         }
-        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS) {
-            return;   /* ENOENT, ECONNREFUSED: the child is gone */
+        if (errno != EAGAIN && errno != EWOULDBLOCK) {
+            close(pe->fd);          /* EPIPE, ECONNRESET: it went away */
+            pe->fd = -1;
+            return;
         }
-        usleep(1000);
+        if (attempt || pe->congested) {
+            break;
+        }
+        pfd.fd = pe->fd;
+        pfd.events = POLLOUT;
+        poll(&pfd, 1, MWS_SEND_WAIT_MS);
     }
-    ap_log_error(APLOG_MARK, APLOG_WARNING, 0, ps_server, MWS_LOGNO(00013)
-                 "publish: child %ld is not reading, a message for it was "
-                 "dropped", (long)pid);
+    if (!pe->congested) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, ps_server, MWS_LOGNO(00013)
+                     "publish: child %ld does not read its messages; they "
+                     "are dropped until it does", (long)pid);
+    }
+    pe->congested = 1;
 }
 
 int mws_pubsub_publish(const char *channel, mws_msg_type type,
                        const void *data, size_t len)
 {
     size_t clen;
-    int local, i, limit = 0;
-    uint8_t *dg;
+    int local, i;
+    uint8_t *msg;
 
     if (!channel || !(clen = strlen(channel)) || clen > MWS_CHANNEL_MAX
         || (type != MWS_TEXT && type != MWS_BINARY) || (len && !data)) {
@@ -263,59 +322,107 @@ int mws_pubsub_publish(const char *channel, mws_msg_type type,
         return MWS_ERR_TOO_BIG;
     }
     local = deliver_local(channel, type, data, len);
-    if (tx_fd < 0 || !ap_scoreboard_image) {
+    if (!peers || !ap_scoreboard_image) {
         return local;
     }
-    dg = malloc(MWS_DG_HDR + clen + len);
-    if (!dg) {
+    msg = malloc(MWS_DG_HDR + clen + len);
+    if (!msg) {
         return local;
     }
-    memcpy(dg, MWS_DG_MAGIC, 4);
-    dg[4] = (uint8_t)type;
-    dg[5] = (uint8_t)clen;
-    memcpy(dg + MWS_DG_HDR, channel, clen);
+    memcpy(msg, MWS_DG_MAGIC, 4);
+    msg[4] = (uint8_t)type;
+    msg[5] = (uint8_t)clen;
+    memcpy(msg + MWS_DG_HDR, channel, clen);
     if (len) {
-        memcpy(dg + MWS_DG_HDR + clen, data, len);
+        memcpy(msg + MWS_DG_HDR + clen, data, len);
     }
-    ap_mpm_query(AP_MPMQ_HARD_LIMIT_DAEMONS, &limit);
-    for (i = 0; i < limit; ++i) {
+    pthread_mutex_lock(&tx_lock);
+    for (i = 0; i < npeers; ++i) {
         pid_t pid = ap_scoreboard_image->parent[i].pid;
         if (pid > 0 && pid != my_pid) {
-            send_to_child(pid, dg, MWS_DG_HDR + clen + len);
+            send_to_peer(&peers[i], pid, msg, MWS_DG_HDR + clen + len);
         }
     }
-    free(dg);
+    pthread_mutex_unlock(&tx_lock);
+    free(msg);
     return local;
 }
 
+static void rx_message(const uint8_t *buf, size_t n)
+{
+    char channel[MWS_CHANNEL_MAX + 1];
+
+    if (n < MWS_DG_HDR || memcmp(buf, MWS_DG_MAGIC, 4) || !buf[5]
+        || buf[5] > MWS_CHANNEL_MAX || n < (size_t)MWS_DG_HDR + buf[5]
+        || (buf[4] != MWS_TEXT && buf[4] != MWS_BINARY)) {
+        return;
+    }
+    memcpy(channel, buf + MWS_DG_HDR, buf[5]);
+    channel[buf[5]] = '\0';
+    deliver_local(channel, (mws_msg_type)buf[4], buf + MWS_DG_HDR + buf[5],
+                  n - MWS_DG_HDR - buf[5]);
+}
+
+/* The receive thread: the listening socket, the stop pipe and one
+ * connection per publishing child. */
 static void *APR_THREAD_FUNC rx_main(apr_thread_t *thd, void *data)
 {
     uint8_t *buf = malloc(MWS_DGRAM_MAX);
-    char channel[MWS_CHANNEL_MAX + 1];
-    ssize_t n;
+    int cap = npeers + 2, n = 2, i, fd;
+    struct pollfd *pfds = calloc((size_t)cap, sizeof(*pfds));
+    ssize_t got;
 
-    while (buf && !rx_stop) {
-        n = recv(rx_fd, buf, MWS_DGRAM_MAX, 0);
-        if (n < 0) {
+    if (!buf || !pfds) {
+        free(buf);
+        free(pfds);
+        return NULL;
+    }
+    pfds[0].fd = wake_fd[0];
+    pfds[0].events = POLLIN;
+    pfds[1].fd = rx_fd;
+    pfds[1].events = POLLIN;
+    while (!rx_stop) {
+        if (poll(pfds, (nfds_t)n, -1) < 0) {
             if (errno == EINTR) {
                 continue;
             }
             break;
         }
-        if (rx_stop) {
+        if (rx_stop || pfds[0].revents) {
             break;
         }
-        if (n < MWS_DG_HDR || memcmp(buf, MWS_DG_MAGIC, 4)
-            || (size_t)n < (size_t)MWS_DG_HDR + buf[5] || !buf[5]
-            || (buf[4] != MWS_TEXT && buf[4] != MWS_BINARY)) {
-            continue;
+        if (pfds[1].revents & POLLIN) {
+            fd = accept4(rx_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (fd >= 0 && n < cap) {
+                pfds[n].fd = fd;
+                pfds[n].events = POLLIN;
+                pfds[n].revents = 0;
+                ++n;
+            }
+            else if (fd >= 0) {
+                close(fd);          /* more publishers than slots */
+            }
         }
-        memcpy(channel, buf + MWS_DG_HDR, buf[5]);
-        channel[buf[5]] = '\0';
-        deliver_local(channel, (mws_msg_type)buf[4],
-                      buf + MWS_DG_HDR + buf[5],
-                      (size_t)n - MWS_DG_HDR - buf[5]);
+        for (i = 2; i < n; ++i) {
+            if (!pfds[i].revents) {
+                continue;
+            }
+            /* drain what is there, one message per recv() */
+            while ((got = recv(pfds[i].fd, buf, MWS_DGRAM_MAX, 0)) > 0) {
+                rx_message(buf, (size_t)got);
+            }
+            if (got == 0 || (errno != EAGAIN && errno != EWOULDBLOCK
+                             && errno != EINTR)) {
+                close(pfds[i].fd);  /* that child went away */
+                pfds[i] = pfds[--n];
+                --i;
+            }
+        }
     }
+    for (i = 2; i < n; ++i) {
+        close(pfds[i].fd);
+    }
+    free(pfds);
     free(buf);
     return NULL;
 }
@@ -324,13 +431,16 @@ static apr_status_t pubsub_child_exit(void *unused)
 {
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     apr_status_t trv;
+    int i;
 
     pthread_mutex_lock(&ps_lock);
     channels = NULL;
     pthread_mutex_unlock(&ps_lock);
     if (rx_fd >= 0) {
         rx_stop = 1;
-        shutdown(rx_fd, SHUT_RDWR);
+        if (wake_fd[1] >= 0 && write(wake_fd[1], "x", 1) < 0) {
+            /* the thread also sees rx_stop at its next message */
+        }
         if (rx_thread) {
             apr_thread_join(&trv, rx_thread);
             rx_thread = NULL;
@@ -340,18 +450,28 @@ static apr_status_t pubsub_child_exit(void *unused)
         sock_path(path, sizeof(path), my_pid);
         unlink(path);
     }
-    if (tx_fd >= 0) {
-        close(tx_fd);
-        tx_fd = -1;
+    for (i = 0; i < 2; ++i) {
+        if (wake_fd[i] >= 0) {
+            close(wake_fd[i]);
+            wake_fd[i] = -1;
+        }
     }
+    pthread_mutex_lock(&tx_lock);
+    for (i = 0; peers && i < npeers; ++i) {
+        if (peers[i].fd >= 0) {
+            close(peers[i].fd);
+        }
+    }
+    peers = NULL;                   /* in pchild, which goes now */
+    pthread_mutex_unlock(&tx_lock);
     return APR_SUCCESS;
 }
 
 void mws_pubsub_child_init(apr_pool_t *pchild, server_rec *s)
 {
     struct sockaddr_un sa;
-    int bufsize = MWS_DGRAM_MAX;
     apr_status_t rv;
+    int i, limit = 0;
 
     ps_server = s;
     ps_pool = pchild;
@@ -367,24 +487,24 @@ void mws_pubsub_child_init(apr_pool_t *pchild, server_rec *s)
     sa.sun_family = AF_UNIX;
     sock_path(sa.sun_path, sizeof(sa.sun_path), my_pid);
     unlink(sa.sun_path);
-    rx_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    tx_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (rx_fd < 0 || tx_fd < 0
-        || bind(rx_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+    rx_fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (rx_fd < 0 || bind(rx_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0
+        || listen(rx_fd, 512) < 0 || pipe2(wake_fd, O_CLOEXEC) < 0) {
         ap_log_error(APLOG_MARK, APLOG_ERR, APR_FROM_OS_ERROR(errno), s,
-                     MWS_LOGNO(00014) "cannot bind %s: publish reaches "
+                     MWS_LOGNO(00014) "cannot listen on %s: publish reaches "
                      "this child's connections only", sa.sun_path);
         if (rx_fd >= 0) {
             close(rx_fd);
         }
-        if (tx_fd >= 0) {
-            close(tx_fd);
-        }
-        rx_fd = tx_fd = -1;
+        rx_fd = -1;
         return;
     }
-    setsockopt(rx_fd, SOL_SOCKET, SO_RCVBUF, &bufsize, sizeof(bufsize));
-    setsockopt(tx_fd, SOL_SOCKET, SO_SNDBUF, &bufsize, sizeof(bufsize));
+    ap_mpm_query(AP_MPMQ_HARD_LIMIT_DAEMONS, &limit);
+    npeers = limit;
+    peers = apr_pcalloc(pchild, sizeof(*peers) * (apr_size_t)(limit + 1));
+    for (i = 0; i < limit; ++i) {
+        peers[i].fd = -1;
+    }
     rx_stop = 0;
     /* registered last so that it runs first when the child pool dies */
     apr_pool_cleanup_register(pchild, NULL, pubsub_child_exit,
