@@ -203,10 +203,13 @@ int mws_queue_frame(mws_conn *mc, int fin, ws_opcode op, const void *data,
         return MWS_ERR_NOMEM;
     }
     pthread_mutex_lock(&mc->lock);
-    if (mc->state == MWS_ST_DEAD || mc->close_queued) {
+    if (mc->state == MWS_ST_DEAD || mc->close_queued
+        || (mc->queue_overflow && op != WS_OP_CLOSE && op != WS_OP_PONG)) {
+        /* after an overflow nothing more is taken: the client gets what
+         * was written before, then 1008, and never a gap */
         pthread_mutex_unlock(&mc->lock);
         free(o);
-        return MWS_ERR_CLOSED;
+        return mc->queue_overflow ? MWS_ERR_TOO_BIG : MWS_ERR_CLOSED;
     }
     if (op != WS_OP_CLOSE && op != WS_OP_PONG && mc->queued
         && (apr_off_t)(mc->queued + o->len) > mc->limits.max_queued) {
@@ -671,7 +674,8 @@ static void check_overflow(mws_drive *dv)
         }
         outq_free(&mc->held);
         mc->queued = keep ? keep->len : 0;
-        mc->queue_overflow = 0;
+        /* queue_overflow stays set: data sends keep failing until the
+         * close below is queued, which then refuses them itself */
     }
     pthread_mutex_unlock(&mc->lock);
     if (overflow && !mc->close_queued) {
@@ -681,6 +685,11 @@ static void check_overflow(mws_drive *dv)
                       "with 1008", (apr_uint64_t)mc->id,
                       mc->limits.max_queued);
         fail(dv, WS_CLOSE_POLICY, "send queue limit exceeded");
+    }
+    if (overflow) {
+        pthread_mutex_lock(&mc->lock);
+        mc->queue_overflow = 0;
+        pthread_mutex_unlock(&mc->lock);
     }
 }
 
@@ -730,16 +739,16 @@ static apr_time_t check_idle(mws_drive *dv, apr_time_t now)
     return next;
 }
 
-/* Everything there is to do now: write, read, dispatch, timers, idle.
- * Returns 1 when the connection is finished, else 0 with dv->next_wake
+/* Everything there is to do now: write, read (if need_read), dispatch,
+ * timers, idle.  Returns 1 when the connection is finished, else 0 with dv->next_wake
  * set to when to look again (0: only when input arrives or a thread
  * queues something). */
-static int drive_pass(mws_drive *dv)
+static int drive_pass(mws_drive *dv, int need_read)
 {
     mws_conn *mc = dv->mc;
     apr_time_t next_timer, next_idle, now;
     apr_status_t rv;
-    int pending, need_read = 1;
+    int pending;
 
     dv->now = apr_time_now();   /* one clock reading per pass */
     for (;;) {
@@ -881,7 +890,7 @@ static void drive_blocking(mws_drive *dv)
     mc->pollset = ps;
     pthread_mutex_unlock(&mc->lock);
 
-    while (!drive_pass(dv)) {
+    while (!drive_pass(dv, 1)) {
         if (mws_single_threaded && !mc->close_queued && server_stopping()) {
             /* prefork's graceful stop is a signal that may come while we
              * are not in poll(): look on every round */
@@ -1102,7 +1111,9 @@ static void async_cb(void *baton)
                   "ws(%" APR_UINT64_T_FMT "): callback pass",
                   (apr_uint64_t)mc->id);
 
-    finished = dv->closing || drive_pass(dv);
+    /* no read: input arriving for a parked connection makes the MPM call
+     * ws_process_connection() once we park it again */
+    finished = dv->closing || drive_pass(dv, 0);
 
     pthread_mutex_lock(&mc->lock);
     if (finished && !dv->closing) {
@@ -1197,7 +1208,7 @@ static int ws_process_connection(conn_rec *c)
     if (dv->mc->io != MWS_IO_OWNED) {
         async_take(dv->mc);     /* resume_connection normally did it */
     }
-    if (dv->closing || drive_pass(dv)) {
+    if (dv->closing || drive_pass(dv, 1)) {
         drive_finish(dv);
         c->cs->state = CONN_STATE_LINGER;
         return OK;
@@ -1346,7 +1357,7 @@ void mws_conn_start(mws_conn *mc, int allow_park)
         drive_blocking(dv);
         return;
     }
-    if (drive_pass(dv)) {
+    if (drive_pass(dv, 1)) {
         drive_finish(dv);
         return;
     }
