@@ -546,9 +546,12 @@ static int ws_handler(request_rec *r)
                       apr_table_get(r->headers_in, "Origin"));
         return HTTP_FORBIDDEN;
     }
+    /* Over HTTP/1.1 a body would be read as WebSocket frames.  Over
+     * HTTP/2 (RFC 8441, mod_http2's H2WebSockets), the stream stays open
+     * for the frames and mod_http2 presents it as a request body. */
     clen = apr_table_get(r->headers_in, "Content-Length");
-    if ((clen && strcmp(clen, "0"))
-        || apr_table_get(r->headers_in, "Transfer-Encoding")) {
+    if (!r->connection->master && ((clen && strcmp(clen, "0"))
+        || apr_table_get(r->headers_in, "Transfer-Encoding"))) {
         return refuse(r, HTTP_BAD_REQUEST, "upgrade request with a body");
     }
     memset(&hold, 0, sizeof(hold));

@@ -604,7 +604,13 @@ static apr_status_t read_available(mws_drive *dv)
                             MWS_READ_CHUNK);
         if (rv != APR_SUCCESS) {
             apr_brigade_cleanup(dv->bb_in);
-            return APR_STATUS_IS_EAGAIN(rv) ? APR_EAGAIN : rv;
+            if (APR_STATUS_IS_EAGAIN(rv)) {
+                return APR_EAGAIN;
+            }
+            ap_log_cerror(APLOG_MARK, APLOG_TRACE2, rv, dv->c,
+                          "ws(%" APR_UINT64_T_FMT "): read ends",
+                          (apr_uint64_t)dv->mc->id);
+            return rv;
         }
         if (APR_BRIGADE_EMPTY(dv->bb_in)) {
             return APR_EAGAIN;
@@ -620,7 +626,17 @@ static apr_status_t read_available(mws_drive *dv)
             dv->last_read = dv->now;
             process(dv, mws_rbuf, len);
         }
+        if (eos && !dv->upgrade_eos_seen && dv->c->master) {
+            /* mod_http2 ends the (empty) request body of an upgraded
+             * stream with one EOS; the WebSocket bytes follow it */
+            dv->upgrade_eos_seen = 1;
+            continue;
+        }
         if (eos) {
+            ap_log_cerror(APLOG_MARK, APLOG_TRACE2, 0, dv->c,
+                          "ws(%" APR_UINT64_T_FMT "): input ended after %"
+                          APR_SIZE_T_FMT " bytes", (apr_uint64_t)dv->mc->id,
+                          len);
             return APR_EOF;
         }
         if (dv->done) {

@@ -196,6 +196,7 @@ typedef struct mws_drive {
     int closing;                /* parked: finished, waiting for the MPM  */
     int finished;
     int max_free_lowered;       /* the connection allocator keeps nothing */
+    int upgrade_eos_seen;       /* HTTP/2: the request body's EOS passed  */
     int close_written;          /* our close frame is on the wire         */
     apr_time_t close_deadline;
     int code;                   /* for on_close                           */
