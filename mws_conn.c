@@ -738,6 +738,22 @@ static apr_time_t check_idle(mws_drive *dv, apr_time_t now)
         }
         next = dv->next_ping;
     }
+    if (l->read_timeout) {
+        apr_time_t dead_at = dv->last_read + l->read_timeout;
+        if (now >= dead_at) {
+            ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, dv->c, MWS_LOGNO(00026)
+                          "ws(%" APR_UINT64_T_FMT "): nothing from the "
+                          "client for Timeout (%" APR_TIME_T_FMT " s): "
+                          "closing with 1001", (apr_uint64_t)mc->id,
+                          apr_time_sec(l->read_timeout));
+            set_close_info(dv, WS_CLOSE_GOING_AWAY, "timeout", 7);
+            mws_queue_close(mc, WS_CLOSE_GOING_AWAY, "timeout");
+            return 0;
+        }
+        if (!next || dead_at < next) {
+            next = dead_at;
+        }
+    }
     if (l->idle_timeout) {
         apr_time_t idle_at = dv->last_read + l->idle_timeout;
         if (dv->pong_deadline) {
@@ -756,8 +772,8 @@ static apr_time_t check_idle(mws_drive *dv, apr_time_t now)
 }
 
 /* Everything there is to do now: write, read (if need_read), dispatch,
- * timers, idle.  Returns 1 when the connection is finished, else 0 with dv->next_wake
- * set to when to look again (0: only when input arrives or a thread
+ * timers, idle.  Returns 1 when the connection is finished, else 0 with
+ * dv->next_wake set to when to look again (0: only when input arrives or a thread
  * queues something). */
 static int drive_pass(mws_drive *dv, int need_read)
 {
@@ -1360,10 +1376,14 @@ void mws_conn_start(mws_conn *mc, int allow_park)
     mc->io = MWS_IO_OWNED;
     mc->async = allow_park && mws_can_park && !c->master && c->cs;
     pthread_mutex_unlock(&mc->lock);
-    if (mc->async && !mc->limits.ping_interval) {
-        /* parked, only client input resets the MPM's Timeout: have the
-         * client answer a ping well before it runs out */
+    /* httpd's Timeout is how long a client may stay silent: parked, the
+     * MPM closes the connection then; blocking, we do.  Client input
+     * (a pong too) resets it, so ping well before it runs out. */
+    if (!mc->limits.ping_interval) {
         mc->limits.ping_interval = c->base_server->timeout / 2;
+    }
+    if (!mc->async) {
+        mc->limits.read_timeout = c->base_server->timeout;
     }
     ap_log_cerror(APLOG_MARK, APLOG_TRACE1, 0, c,
                   "ws(%" APR_UINT64_T_FMT "): open, handler %s, %s driver",

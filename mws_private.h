@@ -80,6 +80,7 @@ typedef struct mws_limits {
     apr_interval_time_t idle_timeout;
     apr_interval_time_t ping_interval;
     apr_interval_time_t close_timeout;
+    apr_interval_time_t read_timeout;   /* blocking driver: httpd's Timeout */
 } mws_limits;
 
 void mws_limits_resolve(const mws_dir_conf *d, mws_limits *l);
