@@ -130,6 +130,7 @@ static unsigned long g_opens, g_closes, g_double, g_refusals, g_overlaps,
 static int g_last_code = -1;
 static char g_last_reason[3 * 128 + 1];
 static char *g_logfile;          /* the last LogFile any init() saw */
+static unsigned long g_instances; /* init()s without their shutdown() */
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -340,6 +341,9 @@ static int t_init(const mws_host *h, const mws_option *opts, size_t nopts,
     }
     ti->nopts = nopts;
     *instance = ti;
+    pthread_mutex_lock(&g_lock);
+    ++g_instances;
+    pthread_mutex_unlock(&g_lock);
     logline(ti, "init pid=%d nopts=%zu", (int)getpid(), nopts);
     return 0;
 }
@@ -358,6 +362,12 @@ static void t_shutdown(void *instance)
     if (!ti) {
         return;
     }
+    pthread_mutex_lock(&g_lock);
+    if (g_instances && --g_instances == 0) {
+        free(g_logfile);        /* the last instance: nothing logs any more */
+        g_logfile = NULL;
+    }
+    pthread_mutex_unlock(&g_lock);
     for (i = 0; i < ti->nopts; ++i) {
         free((char *)ti->opts[i].key);
         free((char *)ti->opts[i].value);

@@ -249,6 +249,20 @@ SSLSessionCache "shmcb:{root}/run/ssl_scache(512000)"
 """
 
 
+def _alive(pid):
+    """pid runs (a zombie nobody reaps, as an orphan in a container whose
+    init does not reap, has ended)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
 def free_port():
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.bind(("127.0.0.1", 0))
@@ -372,9 +386,7 @@ class MwsEnv:
                        capture_output=True, text=True, timeout=60)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            try:
-                os.kill(self.pid, 0)
-            except ProcessLookupError:
+            if not _alive(self.pid):
                 break
             time.sleep(0.05)
         else:
