@@ -12,11 +12,10 @@ mod_reqtimeout (`RequestReadTimeout header=2`):
 * A slowloris handshake (a byte every 250 ms) is cut off by mod_reqtimeout
   after header=2 seconds with 408.
 * A client that stops in the middle of a frame: with WebSocketIdleTimeout
-  it is pinged and closed with 1001 on every MPM.  Without it, the event
-  MPM closes the parked connection at `Timeout` (the keep-alive pings need
-  client input, which a stalled client does not send); the blocking driver
-  (prefork, worker) waits for input without a time limit, so the stalled
-  client keeps its thread (test 31, xfail: a module gap reported in issue 4).
+  it is pinged and closed with 1001 on every MPM.  Without it, httpd's
+  `Timeout` bounds it: the event MPM closes the parked connection (the
+  keep-alive pings need client input, which a stalled client does not
+  send); the blocking driver (prefork, worker) closes with 1001 "timeout".
 """
 import socket
 import time
@@ -248,20 +247,33 @@ def test_mws_1120_30_slowloris_reqtimeout(env, tmo):
 # ---- a client that stops in the middle of a frame ------------------------------------------
 
 def test_mws_1120_31_stop_mid_frame_default(env, tmo):
-    if env.mpm != "event":
-        pytest.xfail("blocking driver: no time limit on a client stalled in a frame "
-                     "unless WebSocketIdleTimeout is set (reported)")
+    """Without WebSocketIdleTimeout, httpd's Timeout bounds a silent client:
+    the event MPM closes the parked connection (EOF, on_close 1006); the
+    blocking driver (prefork, worker) closes with 1001 "timeout" and ends
+    TCP after WebSocketCloseTimeout (5 s) when the client does not answer."""
     ws = env.ws("/t")
     key = ident(ws)
     frame = build_frame(OP_BINARY, b"m" * 10000)
     ws.send_raw(frame[:5000])
-    took, frames = hardutil.wait_eof(ws, TIMEOUT + 10)
-    assert took <= TIMEOUT + 2.0, "stalled client dropped after %.2fs (Timeout %d)" % (
-        took, TIMEOUT)
-    assert all(f.opcode == OP_PING for f in frames), frames
+    t0 = time.monotonic()
+    if env.mpm == "event":
+        took, frames = hardutil.wait_eof(ws, TIMEOUT + 10)
+        assert TIMEOUT - 0.5 <= took <= TIMEOUT + 2.0, \
+            "stalled client dropped after %.2fs (Timeout %d)" % (took, TIMEOUT)
+        assert all(f.opcode == OP_PING for f in frames), frames
+        code = 1006
+    else:
+        before, f = ws.read_until_close(timeout=TIMEOUT + 5)
+        took = time.monotonic() - t0
+        assert f is not None and f.close_info() == (1001, b"timeout"), (before, f)
+        assert TIMEOUT - 0.5 <= took <= TIMEOUT + 2.0, "1001 after %.2fs" % took
+        assert all(b.opcode == OP_PING for b in before), before
+        took, frames = hardutil.wait_eof(ws, 5 + 5)       # never answered
+        assert took <= 5 + 1.5, "TCP closed %.2fs after the 1001" % took
+        code = 1001
     ws.close()
     closes = tmo.wait_close(key)
-    assert [e.code for e in closes] == [1006], closes
+    assert [e.code for e in closes] == [code], closes
 
 
 def test_mws_1120_32_stop_mid_frame_idle_timeout(env, tmo):
