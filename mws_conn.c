@@ -32,6 +32,7 @@
 static uint64_t mws_next_id;
 static int mws_can_park;        /* this MPM can wait for input for us */
 static int mws_single_threaded; /* prefork: one connection per process */
+static void wq_forget(mws_conn *mc);
 /* prefork: the connection whose thread waits in poll() right now */
 static mws_drive *volatile mws_polling_drive;
 
@@ -866,6 +867,9 @@ static void drive_finish(mws_drive *dv)
         return;
     }
     dv->finished = 1;
+    if (mc->async) {
+        wq_forget(mc);
+    }
     if (dv->max_free_lowered) {
         apr_allocator_max_free_set(apr_pool_allocator_get(dv->c->pool),
                                    ap_max_mem_free);
@@ -1003,7 +1007,7 @@ static void async_kick_locked(mws_conn *mc)
  * thread of ours keeps the later wake-ups and registers each one with
  * delay 0 when it is due.
  */
-typedef struct {
+typedef struct mws_wakeup {
     apr_time_t when;
     apr_uint64_t seq;
     mws_conn *mc;               /* holds a reference */
@@ -1046,6 +1050,7 @@ static void *APR_THREAD_FUNC wq_main(apr_thread_t *thd, void *data)
         }
         else {
             apr_skiplist_pop(wq, NULL);
+            w->mc->wake_entry = NULL;
             pthread_mutex_unlock(&wq_lock);
             if (ap_mpm_register_timed_callback(0, async_cb, w->mc)
                 != APR_SUCCESS) {
@@ -1057,6 +1062,45 @@ static void *APR_THREAD_FUNC wq_main(apr_thread_t *thd, void *data)
     }
     pthread_mutex_unlock(&wq_lock);
     return NULL;
+}
+
+/* Give back the references that wake-ups still hold (child exit). */
+static void wq_drain(void)
+{
+    mws_wakeup *w;
+
+    for (;;) {
+        pthread_mutex_lock(&wq_lock);
+        w = wq ? apr_skiplist_pop(wq, NULL) : NULL;
+        if (w) {
+            w->mc->wake_entry = NULL;
+        }
+        pthread_mutex_unlock(&wq_lock);
+        if (!w) {
+            return;
+        }
+        mws_conn_release(w->mc);
+        free(w);
+    }
+}
+
+/* The connection ends: its wake-up, if one is pending, goes now rather
+ * than keeping the connection's memory until it is due. */
+static void wq_forget(mws_conn *mc)
+{
+    mws_wakeup *w;
+
+    pthread_mutex_lock(&wq_lock);
+    w = mc->wake_entry;
+    if (w) {
+        apr_skiplist_remove(wq, w, NULL);
+        mc->wake_entry = NULL;
+    }
+    pthread_mutex_unlock(&wq_lock);
+    if (w) {
+        mws_conn_release(mc);
+        free(w);
+    }
 }
 
 static apr_status_t wq_child_exit(void *unused)
@@ -1071,6 +1115,7 @@ static apr_status_t wq_child_exit(void *unused)
         apr_thread_join(&trv, wq_thread);
         wq_thread = NULL;
     }
+    wq_drain();
     return APR_SUCCESS;
 }
 
@@ -1092,26 +1137,42 @@ static apr_status_t wq_start(apr_pool_t *pchild)
     return rv;
 }
 
-/* Make sure a callback comes at `when` (mc->lock held). */
+/* Make sure a callback comes at `when` (mc->lock held).  A connection
+ * has at most one wake-up waiting: an earlier one moves it. */
 static void async_schedule_locked(mws_conn *mc, apr_time_t when)
 {
     apr_time_t now = apr_time_now();
     mws_wakeup *w;
 
-    if (!when || (mc->wake_at && mc->wake_at <= when && mc->wake_at > now)) {
-        return;                 /* one at that time or earlier is coming */
+    if (!when) {
+        return;
     }
-    mc->wake_at = when;
-    if (when <= now || !(w = malloc(sizeof(*w)))) {
+    if (when <= now) {
         async_register_locked(mc, 0);
         return;
     }
-    ++mc->refs;
-    w->when = when;
-    w->mc = mc;
     pthread_mutex_lock(&wq_lock);
+    w = mc->wake_entry;
+    if (w && w->when <= when) {
+        pthread_mutex_unlock(&wq_lock);
+        return;                 /* one at that time or earlier is coming */
+    }
+    if (w) {
+        apr_skiplist_remove(wq, w, NULL);   /* keeps its reference */
+    }
+    else if ((w = malloc(sizeof(*w))) != NULL) {
+        ++mc->refs;
+        w->mc = mc;
+    }
+    else {
+        pthread_mutex_unlock(&wq_lock);
+        async_register_locked(mc, 0);
+        return;
+    }
+    w->when = when;
     w->seq = ++wq_seq;
     apr_skiplist_insert(wq, w);
+    mc->wake_entry = w;
     if (apr_skiplist_peek(wq) == w) {
         pthread_cond_signal(&wq_cond);  /* it is the first now */
     }
@@ -1125,9 +1186,6 @@ static void async_cb(void *baton)
     int finished;
 
     pthread_mutex_lock(&mc->lock);
-    if (mc->wake_at && mc->wake_at <= apr_time_now()) {
-        mc->wake_at = 0;
-    }
     if (mc->io != MWS_IO_PARKED || mc->state == MWS_ST_DEAD) {
         /* a worker owns it and will see the work, or it is gone */
         mc->cb_pending = 0;

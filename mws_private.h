@@ -162,7 +162,7 @@ struct mws_conn {
     int io_waiters;
     int cb_pending;              /* an immediate callback is registered      */
     int work_pending;            /* queued while owned: look before parking  */
-    apr_time_t wake_at;          /* a timed callback is registered for then  */
+    struct mws_wakeup *wake_entry;  /* its pending wake-up (wq_lock)        */
 
     /* owned by the connection's thread, no lock needed */
     struct mws_drive *dv;
