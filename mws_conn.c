@@ -1415,11 +1415,6 @@ void mws_conn_child_init(apr_pool_t *pchild, server_rec *s)
     }
 }
 
-int mws_conn_parking(void)
-{
-    return mws_can_park;
-}
-
 /* After the 101: run the connection.  Blocking drivers return when it is
  * over; the parked driver returns at once and the MPM calls us back. */
 void mws_conn_start(mws_conn *mc, int allow_park)

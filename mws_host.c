@@ -63,16 +63,6 @@ void mws_registry_remove(mws_conn *mc)
     pthread_mutex_unlock(&reg_lock);
 }
 
-apr_size_t mws_registry_count(void)
-{
-    apr_size_t n;
-
-    pthread_mutex_lock(&reg_lock);
-    n = reg_count;
-    pthread_mutex_unlock(&reg_lock);
-    return n;
-}
-
 /* Collect this child's connections, retained; *n is set.  Free with
  * put_all(). */
 static mws_conn **get_all(apr_size_t *n)

@@ -219,7 +219,6 @@ void mws_conn_release(mws_conn *mc);
 void mws_conn_start(mws_conn *mc, int allow_park);
 void mws_conn_register_hooks(void);
 void mws_conn_child_init(apr_pool_t *pchild, server_rec *s);
-int mws_conn_parking(void);
 void mws_conn_abort(mws_conn *mc);
 void mws_conn_going_away(mws_conn *mc);
 void mws_conn_last_words(mws_conn *mc);
@@ -245,7 +244,6 @@ extern const mws_host mws_host_table;
 void mws_registry_add(mws_conn *mc);
 void mws_registry_remove(mws_conn *mc);
 void mws_registry_init(apr_pool_t *p);
-apr_size_t mws_registry_count(void);
 void mws_registry_going_away(int graceful);
 void mws_registry_report_all(void);
 void mws_conn_report_close(mws_conn *mc, int code, const char *reason,

@@ -59,7 +59,6 @@ typedef struct mws_channel {
 
 static pthread_mutex_t ps_lock = PTHREAD_MUTEX_INITIALIZER;
 static apr_hash_t *channels;      /* name -> mws_channel, in the child pool */
-static apr_pool_t *ps_pool;
 
 /* cross-child transport */
 static const char *sock_dir;      /* absolute folder of the sockets */
@@ -474,7 +473,6 @@ void mws_pubsub_child_init(apr_pool_t *pchild, server_rec *s)
     int i, limit = 0;
 
     ps_server = s;
-    ps_pool = pchild;
     my_pid = getpid();
     pthread_mutex_lock(&ps_lock);
     channels = apr_hash_make(pchild);
