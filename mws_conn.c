@@ -158,10 +158,18 @@ static void outq_append(mws_outq *q, mws_outq *more)
 /* Wake the driver if another thread queued something.  Lock held. */
 static void async_kick_locked(mws_conn *mc);
 
-static void wake_locked(mws_conn *mc)
+static int async_claim_locked(mws_conn *mc);
+
+/* Wake the driver after something was queued (lock held).  With claim,
+ * a parked connection is not kicked here: *claim is set and the caller
+ * owes it a callback (mws_conn_kick_batch), so that a broadcast can hand
+ * many connections to one callback. */
+static void wake_locked(mws_conn *mc, int *claim)
 {
     if (mc->async) {
-        async_kick_locked(mc);
+        if (!claim || !(*claim = async_claim_locked(mc))) {
+            async_kick_locked(mc);
+        }
     }
     else if (mc->pollset
              && !pthread_equal(pthread_self(), mc->driver_thread)) {
@@ -195,8 +203,8 @@ static mws_out *frame_new(int fin, ws_opcode op, const void *data,
  *   MWS_Q_PART    a part of the send_part message (first/next/last)
  *   MWS_Q_CONTROL ping/pong/close: straight into the write queue
  */
-int mws_queue_frame(mws_conn *mc, int fin, ws_opcode op, const void *data,
-                    size_t len, int kind)
+static int queue_frame(mws_conn *mc, int fin, ws_opcode op,
+                       const void *data, size_t len, int kind, int *claim)
 {
     mws_out *o = frame_new(fin, op, data, len, op == WS_OP_CLOSE);
 
@@ -216,7 +224,7 @@ int mws_queue_frame(mws_conn *mc, int fin, ws_opcode op, const void *data,
         && (apr_off_t)(mc->queued + o->len) > mc->limits.max_queued) {
         /* the client does not read fast enough: it will be closed */
         mc->queue_overflow = 1;
-        wake_locked(mc);
+        wake_locked(mc, NULL);
         pthread_mutex_unlock(&mc->lock);
         free(o);
         return MWS_ERR_TOO_BIG;
@@ -246,9 +254,25 @@ int mws_queue_frame(mws_conn *mc, int fin, ws_opcode op, const void *data,
         }
     }
     mc->queued += o->len;
-    wake_locked(mc);
+    wake_locked(mc, claim);
     pthread_mutex_unlock(&mc->lock);
     return MWS_OK;
+}
+
+int mws_queue_frame(mws_conn *mc, int fin, ws_opcode op, const void *data,
+                    size_t len, int kind)
+{
+    return queue_frame(mc, fin, op, data, len, kind, NULL);
+}
+
+/* A whole message for a broadcast: *claim says whether the caller must
+ * include mc in mws_conn_kick_batch(). */
+int mws_queue_message_claim(mws_conn *mc, mws_msg_type type,
+                            const void *data, size_t len, int *claim)
+{
+    *claim = 0;
+    return queue_frame(mc, 1, (ws_opcode)type, data, len, MWS_Q_WHOLE,
+                       claim);
 }
 
 int mws_queue_close(mws_conn *mc, unsigned code, const char *reason)
@@ -296,7 +320,7 @@ mws_timer *mws_timer_add(mws_conn *mc, unsigned ms, int periodic,
         return NULL;
     }
     timer_insert_locked(mc, t);
-    wake_locked(mc);
+    wake_locked(mc, NULL);
     pthread_mutex_unlock(&mc->lock);
     return t;
 }
@@ -986,6 +1010,66 @@ static void async_register_locked(mws_conn *mc, apr_interval_time_t delay)
 }
 
 /* Another thread queued something or added a timer (lock held). */
+/* A parked connection with no callback coming: the caller takes a
+ * reference and promises one (lock held).  1 if claimed. */
+static int async_claim_locked(mws_conn *mc)
+{
+    if (mc->io == MWS_IO_PARKED && !mc->cb_pending) {
+        mc->cb_pending = 1;
+        ++mc->refs;
+        return 1;
+    }
+    return 0;
+}
+
+typedef struct {
+    size_t n;
+    mws_conn *mc[1];            /* n of them, each with a reference */
+} mws_batch;
+
+static void batch_cb(void *baton)
+{
+    mws_batch *b = baton;
+    size_t i;
+
+    for (i = 0; i < b->n; ++i) {
+        async_cb(b->mc[i]);     /* releases its reference */
+    }
+    free(b);
+}
+
+/* Give n claimed connections their callbacks, a few per callback so that
+ * several workers share a broadcast, but far fewer callbacks (each one an
+ * insert into the MPM's timer list and a worker wake-up) than receivers. */
+#define MWS_BATCH 16
+void mws_conn_kick_batch(mws_conn **mcs, size_t n)
+{
+    size_t i, k, m;
+    mws_batch *b;
+
+    for (i = 0; i < n; i += m) {
+        m = n - i < MWS_BATCH ? n - i : MWS_BATCH;
+        b = malloc(sizeof(*b) + sizeof(mws_conn *) * m);
+        if (b) {
+            b->n = m;
+            for (k = 0; k < m; ++k) {
+                b->mc[k] = mcs[i + k];
+            }
+            if (ap_mpm_register_timed_callback(0, batch_cb, b)
+                == APR_SUCCESS) {
+                continue;
+            }
+            free(b);
+        }
+        for (k = 0; k < m; ++k) {       /* one by one, as a fallback */
+            if (ap_mpm_register_timed_callback(0, async_cb, mcs[i + k])
+                != APR_SUCCESS) {
+                mws_conn_release(mcs[i + k]);
+            }
+        }
+    }
+}
+
 static void async_kick_locked(mws_conn *mc)
 {
     if (mc->io == MWS_IO_PARKED) {

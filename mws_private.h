@@ -229,6 +229,9 @@ void mws_conn_last_words(mws_conn *mc);
 int mws_queue_frame(mws_conn *mc, int fin, ws_opcode op, const void *data,
                     size_t len, int kind);
 int mws_queue_close(mws_conn *mc, unsigned code, const char *reason);
+int mws_queue_message_claim(mws_conn *mc, mws_msg_type type,
+                            const void *data, size_t len, int *claim);
+void mws_conn_kick_batch(mws_conn **mcs, size_t n);
 mws_timer *mws_timer_add(mws_conn *mc, unsigned ms, int periodic,
                          mws_timer_fn fn, void *arg);
 int mws_timer_cancel(mws_conn *mc, mws_timer *t);

@@ -76,19 +76,39 @@ static int deliver_local(const char *channel, mws_msg_type type,
 {
     mws_channel *ch;
     mws_sub *s;
-    int n = 0;
+    mws_conn **kick = NULL;
+    size_t nkick = 0;
+    int n = 0, claim;
 
     pthread_mutex_lock(&ps_lock);
     ch = channels ? apr_hash_get(channels, channel, APR_HASH_KEY_STRING)
                   : NULL;
+    if (ch) {
+        /* parked receivers are handed to the MPM in batches, not one
+         * callback each; without memory for the list, one each */
+        kick = malloc(sizeof(*kick) * ch->n);
+    }
     for (s = ch ? ch->subs : NULL; s; s = s->ch_next) {
         /* queueing takes only the target's lock, never ours twice */
-        if (mws_queue_frame(s->mc, 1, (ws_opcode)type, data, len,
-                            MWS_Q_WHOLE) == MWS_OK) {
+        if (kick) {
+            if (mws_queue_message_claim(s->mc, type, data, len, &claim)
+                == MWS_OK) {
+                ++n;
+            }
+            if (claim) {
+                kick[nkick++] = s->mc;
+            }
+        }
+        else if (mws_queue_frame(s->mc, 1, (ws_opcode)type, data, len,
+                                 MWS_Q_WHOLE) == MWS_OK) {
             ++n;
         }
     }
     pthread_mutex_unlock(&ps_lock);
+    if (nkick) {
+        mws_conn_kick_batch(kick, nkick);
+    }
+    free(kick);
     return n;
 }
 
