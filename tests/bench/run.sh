@@ -46,7 +46,8 @@
 #   BENCH_CALLGRIND [1]      0 skips the instruction counts
 #   BENCH_CG_NODE [1]        0 skips callgrind on node (slow: ~1 min)
 #   BENCH_CPU_SERVER [0], BENCH_CPU_LOAD [1]
-#   BENCH_OUT                results file [tests/bench/results/<date>.txt]
+#   BENCH_OUT                results file [tests/bench/results/<date>.txt,
+#                            or <date>-<HHMM>.txt if that exists]
 #   BENCH_KEEP=1             keep the temporary server root
 #   HTTPD [/usr/sbin/apache2], HTTPD_MODULES [/usr/lib/apache2/modules]
 #
@@ -81,6 +82,10 @@ CPU_SERVER=${BENCH_CPU_SERVER:-0}
 CPU_LOAD=${BENCH_CPU_LOAD:-1}
 DATE=$(date +%Y-%m-%d)
 OUT=${BENCH_OUT:-$HERE/results/$DATE.txt}
+if [ -z "${BENCH_OUT:-}" ] && [ -e "$OUT" ]; then
+    # never overwrite a day's earlier results: they may be committed
+    OUT=$HERE/results/$DATE-$(date -u +%H%M).txt
+fi
 
 MOD_WS=$BUILD/.libs/mod_websocket.so
 MOD_ECHO=$BUILD/handlers/.libs/mod_ws_echo.so
