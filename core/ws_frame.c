@@ -158,6 +158,23 @@ typedef uint64_t ws_vec __attribute__((vector_size(16)));
 #define WS_NOINLINE
 #endif
 
+#ifndef WS_HAVE_VEC
+/* XOR 32 bytes at buf with the key word kw (in 64 bits); with want_or,
+ * return the OR of the results (for the ASCII check), else 0. */
+static WS_INLINE uint64_t mask32(uint8_t *buf, uint64_t kw, int want_or)
+{
+    uint64_t w[4];
+    int i;
+
+    memcpy(w, buf, sizeof(w));
+    for (i = 0; i < 4; ++i) {
+        w[i] ^= kw;
+    }
+    memcpy(buf, w, sizeof(w));
+    return want_or ? (w[0] | w[1]) | (w[2] | w[3]) : 0;
+}
+#endif
+
 /*
  * XOR len bytes at buf with k (a rotated key word, see above).  With
  * want_or (a constant at every call), also returns the OR of all the
@@ -228,43 +245,10 @@ static WS_INLINE uint64_t xor_key(uint8_t *buf, size_t len, uint32_t k,
 #else
     (void)under128;
     for (; buf < end; buf += 32) {
-        uint64_t w0, w1, w2, w3;
-
-        /* two halves per 64-byte block */
-        memcpy(&w0, buf, 8);
-        memcpy(&w1, buf + 8, 8);
-        memcpy(&w2, buf + 16, 8);
-        memcpy(&w3, buf + 24, 8);
-        w0 ^= kw;
-        w1 ^= kw;
-        w2 ^= kw;
-        w3 ^= kw;
-        memcpy(buf, &w0, 8);
-        memcpy(buf + 8, &w1, 8);
-        memcpy(buf + 16, &w2, 8);
-        memcpy(buf + 24, &w3, 8);
-        if (want_or) {
-            acc |= (w0 | w1) | (w2 | w3);
-        }
+        acc |= mask32(buf, kw, want_or);   /* two halves per 64 bytes */
     }
     if (len & 32) {
-        uint64_t w0, w1, w2, w3;
-
-        memcpy(&w0, buf, 8);
-        memcpy(&w1, buf + 8, 8);
-        memcpy(&w2, buf + 16, 8);
-        memcpy(&w3, buf + 24, 8);
-        w0 ^= kw;
-        w1 ^= kw;
-        w2 ^= kw;
-        w3 ^= kw;
-        memcpy(buf, &w0, 8);
-        memcpy(buf + 8, &w1, 8);
-        memcpy(buf + 16, &w2, 8);
-        memcpy(buf + 24, &w3, 8);
-        if (want_or) {
-            acc |= (w0 | w1) | (w2 | w3);
-        }
+        acc |= mask32(buf, kw, want_or);
         buf += 32;
     }
     if (len & 16) {
