@@ -26,6 +26,11 @@ function ok(what) {
     console.log("OK " + what);
 }
 
+// Poll on a timer, not on requestAnimationFrame (Playwright's default): a
+// page that is not in front gets no animation frames, and a condition that
+// needs more than one look (a counter that must advance) then never passes.
+const POLL_MS = 100;
+
 async function waitText(page, selector, needle, what) {
     step = what;
     await page.waitForFunction(
@@ -33,7 +38,7 @@ async function waitText(page, selector, needle, what) {
             const el = document.querySelector(sel);
             return el !== null && el.textContent.includes(text);
         },
-        [selector, needle], { timeout: TIMEOUT });
+        [selector, needle], { timeout: TIMEOUT, polling: POLL_MS });
     ok(what);
 }
 
@@ -102,27 +107,28 @@ async function main() {
         const inc = await ctx.newPage();
         step = "open increment.html";
         await inc.goto(url("increment.html"));
+        await inc.bringToFront();
         await waitText(inc, "#status", "connected", "increment connected");
         await waitText(inc, "#protocol", "dumb-increment-protocol",
                        "increment subprotocol chosen");
         step = "counter advances";
         const first = await counter(inc);
         await inc.waitForFunction((v) => Number(document.querySelector("#counter").textContent) >= v + 10,
-                                  first, { timeout: TIMEOUT });
+                                  first, { timeout: TIMEOUT, polling: POLL_MS });
         const before = await counter(inc);
         ok(`counter advances (${first} -> ${before})`);
         step = "wait for counter >= 30";
         await inc.waitForFunction(() => Number(document.querySelector("#counter").textContent) >= 30,
-                                  null, { timeout: TIMEOUT });
+                                  null, { timeout: TIMEOUT, polling: POLL_MS });
         step = "reset";
         await inc.click("#reset");
         await inc.waitForFunction(() => Number(document.querySelector("#counter").textContent) < 10,
-                                  null, { timeout: TIMEOUT });
+                                  null, { timeout: TIMEOUT, polling: POLL_MS });
         const after = await counter(inc);
         ok(`counter reset (to ${after})`);
         step = "counter advances after reset";
         await inc.waitForFunction((v) => Number(document.querySelector("#counter").textContent) > v,
-                                  after, { timeout: TIMEOUT });
+                                  after, { timeout: TIMEOUT, polling: POLL_MS });
         ok("counter advances after reset");
 
         // ---- index.html echo box and plain HTTP ---------------------------
