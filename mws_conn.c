@@ -1009,7 +1009,6 @@ static void async_register_locked(mws_conn *mc, apr_interval_time_t delay)
     }
 }
 
-/* Another thread queued something or added a timer (lock held). */
 /* A parked connection with no callback coming: the caller takes a
  * reference and promises one (lock held).  1 if claimed. */
 static int async_claim_locked(mws_conn *mc)
@@ -1070,12 +1069,29 @@ void mws_conn_kick_batch(mws_conn **mcs, size_t n)
     }
 }
 
+/* A callback of ours comes next; it looks at everything (lock held). */
+static void callback_now_locked(mws_conn *mc)
+{
+    mc->work_pending = 0;
+    mc->cb_pending = 1;
+    async_register_locked(mc, 0);
+}
+
+/* A callback's turn with a parked connection ends (lock held). */
+static void io_park_locked(mws_conn *mc)
+{
+    mc->io = MWS_IO_PARKED;
+    if (mc->io_waiters) {
+        pthread_cond_broadcast(&mc->io_cond);
+    }
+}
+
+/* Another thread queued something or added a timer (lock held). */
 static void async_kick_locked(mws_conn *mc)
 {
     if (mc->io == MWS_IO_PARKED) {
         if (!mc->cb_pending) {
-            mc->cb_pending = 1;
-            async_register_locked(mc, 0);
+            callback_now_locked(mc);
         }
     }
     else {
@@ -1305,15 +1321,10 @@ static void async_cb(void *baton)
     else if (!finished) {
         async_schedule_locked(mc, dv->next_wake);
         if (mc->work_pending && !mc->cb_pending) {
-            mc->work_pending = 0;
-            mc->cb_pending = 1;
-            async_register_locked(mc, 0);
+            callback_now_locked(mc);
         }
     }
-    mc->io = MWS_IO_PARKED;
-    if (mc->io_waiters) {
-        pthread_cond_broadcast(&mc->io_cond);
-    }
+    io_park_locked(mc);
     pthread_mutex_unlock(&mc->lock);
     mws_conn_release(mc);
 }
@@ -1353,9 +1364,7 @@ static void ws_suspend_connection(conn_rec *c, request_rec *r)
     mc->io = MWS_IO_PARKED;
     if ((mc->work_pending || mc->out.head) && !mc->cb_pending) {
         /* queued after our last look: write it from a callback */
-        mc->work_pending = 0;
-        mc->cb_pending = 1;
-        async_register_locked(mc, 0);
+        callback_now_locked(mc);
     }
     async_schedule_locked(mc, dv->next_wake);
     pthread_mutex_unlock(&mc->lock);
@@ -1465,10 +1474,7 @@ void mws_conn_last_words(mws_conn *mc)
     pthread_mutex_unlock(&mc->lock);
     last_words(dv);
     pthread_mutex_lock(&mc->lock);
-    mc->io = MWS_IO_PARKED;
-    if (mc->io_waiters) {
-        pthread_cond_broadcast(&mc->io_cond);
-    }
+    io_park_locked(mc);
     pthread_mutex_unlock(&mc->lock);
 }
 
