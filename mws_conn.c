@@ -119,7 +119,7 @@ static void conn_kill(mws_conn *mc)
     mc->timers = NULL;
     outq_free(&mc->out);
     outq_free(&mc->held);
-    mc->queued = 0;
+    __atomic_store_n(&mc->queued, 0, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&mc->lock);
     mws_registry_remove(mc);
     mws_pubsub_drop_conn(mc);
@@ -207,6 +207,7 @@ static int queue_frame(mws_conn *mc, int fin, ws_opcode op,
                        const void *data, size_t len, int kind, int *claim)
 {
     mws_out *o = frame_new(fin, op, data, len, op == WS_OP_CLOSE);
+    size_t queued;
 
     if (!o) {
         return MWS_ERR_NOMEM;
@@ -220,8 +221,9 @@ static int queue_frame(mws_conn *mc, int fin, ws_opcode op,
         free(o);
         return mc->queue_overflow ? MWS_ERR_TOO_BIG : MWS_ERR_CLOSED;
     }
-    if (op != WS_OP_CLOSE && op != WS_OP_PONG && mc->queued
-        && (apr_off_t)(mc->queued + o->len) > mc->limits.max_queued) {
+    queued = __atomic_load_n(&mc->queued, __ATOMIC_RELAXED);
+    if (op != WS_OP_CLOSE && op != WS_OP_PONG && queued
+        && (apr_off_t)(queued + o->len) > mc->limits.max_queued) {
         /* the client does not read fast enough: it will be closed */
         mc->queue_overflow = 1;
         wake_locked(mc, NULL);
@@ -253,7 +255,8 @@ static int queue_frame(mws_conn *mc, int fin, ws_opcode op,
             mc->state = MWS_ST_CLOSING;
         }
     }
-    mc->queued += o->len;
+    /* the writer subtracts without the lock (flush_out) */
+    __atomic_add_fetch(&mc->queued, o->len, __ATOMIC_RELAXED);
     wake_locked(mc, claim);
     pthread_mutex_unlock(&mc->lock);
     return MWS_OK;
@@ -425,6 +428,19 @@ static void out_free(void *data)
     free((mws_out *)data - 1);
 }
 
+/* Written bytes leave the queue's count, which never goes below zero
+ * (an overflow resets it while frames are on their way). */
+static void sub_queued(mws_conn *mc, size_t bytes)
+{
+    size_t cur = __atomic_load_n(&mc->queued, __ATOMIC_RELAXED), next;
+
+    do {
+        next = cur > bytes ? cur - bytes : 0;
+    } while (!__atomic_compare_exchange_n(&mc->queued, &cur, next, 0,
+                                          __ATOMIC_RELAXED,
+                                          __ATOMIC_RELAXED));
+}
+
 /* Write everything queued.  Returns APR_SUCCESS or the write error. */
 static apr_status_t flush_out(mws_drive *dv)
 {
@@ -459,9 +475,7 @@ static apr_status_t flush_out(mws_drive *dv)
     rv = ap_pass_brigade(dv->c->output_filters, dv->bb_out);
     apr_brigade_cleanup(dv->bb_out);
 
-    pthread_mutex_lock(&mc->lock);
-    mc->queued = mc->queued > bytes ? mc->queued - bytes : 0;
-    pthread_mutex_unlock(&mc->lock);
+    sub_queued(mc, bytes);
     if (wrote_close && rv == APR_SUCCESS) {
         __atomic_store_n(&mc->close_sent, 1, __ATOMIC_RELEASE);
     }
@@ -667,6 +681,11 @@ static apr_status_t read_available(mws_drive *dv)
         if (dv->done) {
             return APR_SUCCESS;
         }
+        if (len < MWS_READ_CHUNK && dv->input_drains) {
+            /* the core filter read until the socket said "would block":
+             * asking again would only hear it say so once more */
+            return APR_EAGAIN;
+        }
     }
 }
 
@@ -714,7 +733,8 @@ static void check_overflow(mws_drive *dv)
             keep->next = NULL;
         }
         outq_free(&mc->held);
-        mc->queued = keep ? keep->len : 0;
+        __atomic_store_n(&mc->queued, keep ? keep->len : 0,
+                         __ATOMIC_RELAXED);
         /* queue_overflow stays set: data sends keep failing until the
          * close below is queued, which then refuses them itself */
     }
@@ -829,16 +849,16 @@ static int drive_pass(mws_drive *dv, int need_read)
                 continue;       /* flush our close, then leave */
             }
         }
+        /* We are about to look at everything: what another thread adds
+         * from now on sets the flag again and is seen before we park. */
+        if (__atomic_load_n(&mc->work_pending, __ATOMIC_RELAXED)) {
+            __atomic_exchange_n(&mc->work_pending, 0, __ATOMIC_ACQ_REL);
+        }
         now = dv->now;
         next_timer = run_timers(mc, now);
         next_idle = check_idle(dv, now);
         pending = (__atomic_load_n(&mc->out.head, __ATOMIC_ACQUIRE) != NULL
                    || __atomic_load_n(&mc->queue_overflow, __ATOMIC_RELAXED));
-        if (__atomic_load_n(&mc->work_pending, __ATOMIC_RELAXED)) {
-            pthread_mutex_lock(&mc->lock);
-            mc->work_pending = 0;   /* we are about to look at everything */
-            pthread_mutex_unlock(&mc->lock);
-        }
         if (pending) {
             continue;           /* something to write: write it first */
         }
@@ -856,6 +876,26 @@ static int drive_pass(mws_drive *dv, int need_read)
         dv->next_wake = next_timer;
         return 0;
     }
+}
+
+/* Whether a short read proves the input drained: every input filter is
+ * httpd's core one, whose read is greedy (it stops short only when the
+ * socket would block), or mod_logio's counter; none keeps bytes back
+ * from us as mod_ssl or mod_http2 can. */
+static int input_drains(conn_rec *c)
+{
+    ap_filter_t *f;
+
+    if (c->master) {
+        return 0;
+    }
+    for (f = c->input_filters; f; f = f->next) {
+        if (f->frec != ap_core_input_filter_handle
+            && strcasecmp(f->frec->name, "log_input_output")) {
+            return 0;
+        }
+    }
+    return 1;
 }
 
 static mws_drive *drive_create(mws_conn *mc)
@@ -877,6 +917,7 @@ static mws_drive *drive_create(mws_conn *mc)
     pcfg.validate_utf8 = 1;
     ws_parser_init(&dv->parser, &pcfg);
     dv->last_read = apr_time_now();
+    dv->input_drains = input_drains(c);
     mc->dv = dv;
     return dv;
 }
@@ -1095,7 +1136,8 @@ static void async_kick_locked(mws_conn *mc)
         }
     }
     else {
-        mc->work_pending = 1;   /* the owner looks before it parks */
+        /* the owner looks before it parks (drive_pass) */
+        __atomic_store_n(&mc->work_pending, 1, __ATOMIC_RELEASE);
     }
 }
 
@@ -1151,6 +1193,7 @@ static void *APR_THREAD_FUNC wq_main(apr_thread_t *thd, void *data)
         else {
             apr_skiplist_pop(wq, NULL);
             w->mc->wake_entry = NULL;
+            __atomic_store_n(&w->mc->wake_when, 0, __ATOMIC_RELEASE);
             pthread_mutex_unlock(&wq_lock);
             if (ap_mpm_register_timed_callback(0, async_cb, w->mc)
                 != APR_SUCCESS) {
@@ -1174,6 +1217,7 @@ static void wq_drain(void)
         w = wq ? apr_skiplist_pop(wq, NULL) : NULL;
         if (w) {
             w->mc->wake_entry = NULL;
+            __atomic_store_n(&w->mc->wake_when, 0, __ATOMIC_RELEASE);
         }
         pthread_mutex_unlock(&wq_lock);
         if (!w) {
@@ -1195,6 +1239,7 @@ static void wq_forget(mws_conn *mc)
     if (w) {
         apr_skiplist_remove(wq, w, NULL);
         mc->wake_entry = NULL;
+        __atomic_store_n(&mc->wake_when, 0, __ATOMIC_RELEASE);
     }
     pthread_mutex_unlock(&wq_lock);
     if (w) {
@@ -1241,12 +1286,19 @@ static apr_status_t wq_start(apr_pool_t *pchild)
  * has at most one wake-up waiting: an earlier one moves it. */
 static void async_schedule_locked(mws_conn *mc, apr_time_t when)
 {
-    apr_time_t now = apr_time_now();
+    apr_time_t now, at;
     mws_wakeup *w;
 
     if (!when) {
         return;
     }
+    /* The common case without wq_lock: a wake-up at that time or earlier
+     * waits already (or is being fired, and its callback looks again). */
+    at = __atomic_load_n(&mc->wake_when, __ATOMIC_ACQUIRE);
+    if (at && at <= when) {
+        return;
+    }
+    now = apr_time_now();
     if (when <= now) {
         async_register_locked(mc, 0);
         return;
@@ -1273,6 +1325,7 @@ static void async_schedule_locked(mws_conn *mc, apr_time_t when)
     w->seq = ++wq_seq;
     apr_skiplist_insert(wq, w);
     mc->wake_entry = w;
+    __atomic_store_n(&mc->wake_when, when, __ATOMIC_RELEASE);
     if (apr_skiplist_peek(wq) == w) {
         pthread_cond_signal(&wq_cond);  /* it is the first now */
     }

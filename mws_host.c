@@ -296,15 +296,7 @@ static uint64_t h_id(mws_conn *mc)
 
 static size_t h_queued(mws_conn *mc)
 {
-    size_t n;
-
-    if (!mc) {
-        return 0;
-    }
-    pthread_mutex_lock(&mc->lock);
-    n = mc->queued;
-    pthread_mutex_unlock(&mc->lock);
-    return n;
+    return mc ? __atomic_load_n(&mc->queued, __ATOMIC_RELAXED) : 0;
 }
 
 static mws_conn *h_retain(mws_conn *mc)

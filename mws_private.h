@@ -163,6 +163,7 @@ struct mws_conn {
     int cb_pending;              /* an immediate callback is registered      */
     int work_pending;            /* queued while owned: look before parking  */
     struct mws_wakeup *wake_entry;  /* its pending wake-up (wq_lock)        */
+    apr_time_t wake_when;        /* and when it is due, 0: none (atomic)   */
 
     /* owned by the connection's thread, no lock needed */
     struct mws_drive *dv;
@@ -198,6 +199,7 @@ typedef struct mws_drive {
     int finished;
     int max_free_lowered;       /* the connection allocator keeps nothing */
     int upgrade_eos_seen;       /* HTTP/2: the request body's EOS passed  */
+    int input_drains;           /* a short read means nothing is left     */
     int close_written;          /* our close frame is on the wire         */
     apr_time_t close_deadline;
     int code;                   /* for on_close                           */
