@@ -13,8 +13,11 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/socket.h>
 
 #include "apr_strings.h"
+#include "apr_portable.h"
 #include "apr_skiplist.h"
 #include "apr_thread_proc.h"
 
@@ -76,14 +79,51 @@ mws_conn *mws_conn_retain(mws_conn *mc)
     return mc;
 }
 
-static void outq_free(mws_outq *q)
+mws_shared *mws_shared_frame(mws_msg_type type, const void *data,
+                             size_t len)
 {
-    mws_out *o = q->head, *next;
+    uint8_t hdr[WS_MAX_FRAME_HEADER];
+    size_t hlen = ws_frame_header(hdr, 1, 0, (ws_opcode)type, len, NULL);
+    mws_shared *sh = malloc(sizeof(*sh) + hlen + len);
+
+    if (!sh) {
+        return NULL;
+    }
+    sh->refs = 1;
+    sh->len = hlen + len;
+    memcpy(MWS_SHARED_BYTES(sh), hdr, hlen);
+    if (len) {
+        memcpy(MWS_SHARED_BYTES(sh) + hlen, data, len);
+    }
+    return sh;
+}
+
+void mws_shared_release(mws_shared *sh)
+{
+    if (sh && __atomic_sub_fetch(&sh->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+        free(sh);
+    }
+}
+
+static void out_free(mws_out *o)
+{
+    mws_shared_release(o->shared);
+    free(o);
+}
+
+static void out_free_list(mws_out *o)
+{
+    mws_out *next;
 
     for (; o; o = next) {
         next = o->next;
-        free(o);
+        out_free(o);
     }
+}
+
+static void outq_free(mws_outq *q)
+{
+    out_free_list(q->head);
     q->head = q->tail = NULL;
 }
 
@@ -189,7 +229,10 @@ static mws_out *frame_new(int fin, ws_opcode op, const void *data,
     }
     o->next = NULL;
     o->len = hlen + len;
+    o->off = 0;
     o->is_close = is_close;
+    o->bytes = MWS_OUT_BYTES(o);
+    o->shared = NULL;
     memcpy(MWS_OUT_BYTES(o), hdr, hlen);
     if (len) {
         memcpy(MWS_OUT_BYTES(o) + hlen, data, len);
@@ -203,22 +246,18 @@ static mws_out *frame_new(int fin, ws_opcode op, const void *data,
  *   MWS_Q_PART    a part of the send_part message (first/next/last)
  *   MWS_Q_CONTROL ping/pong/close: straight into the write queue
  */
-static int queue_frame(mws_conn *mc, int fin, ws_opcode op,
-                       const void *data, size_t len, int kind, int *claim)
+static int queue_out(mws_conn *mc, mws_out *o, int fin, ws_opcode op,
+                     const void *data, size_t len, int kind, int *claim)
 {
-    mws_out *o = frame_new(fin, op, data, len, op == WS_OP_CLOSE);
     size_t queued;
 
-    if (!o) {
-        return MWS_ERR_NOMEM;
-    }
     pthread_mutex_lock(&mc->lock);
     if (mc->state == MWS_ST_DEAD || mc->close_queued
         || (mc->queue_overflow && op != WS_OP_CLOSE && op != WS_OP_PONG)) {
         /* after an overflow nothing more is taken: the client gets what
          * was written before, then 1008, and never a gap */
         pthread_mutex_unlock(&mc->lock);
-        free(o);
+        out_free(o);
         return mc->queue_overflow ? MWS_ERR_TOO_BIG : MWS_ERR_CLOSED;
     }
     queued = __atomic_load_n(&mc->queued, __ATOMIC_RELAXED);
@@ -228,7 +267,7 @@ static int queue_frame(mws_conn *mc, int fin, ws_opcode op,
         mc->queue_overflow = 1;
         wake_locked(mc, NULL);
         pthread_mutex_unlock(&mc->lock);
-        free(o);
+        out_free(o);
         return MWS_ERR_TOO_BIG;
     }
     if (kind == MWS_Q_WHOLE && mc->part_open) {
@@ -262,20 +301,43 @@ static int queue_frame(mws_conn *mc, int fin, ws_opcode op,
     return MWS_OK;
 }
 
+static int queue_frame(mws_conn *mc, int fin, ws_opcode op,
+                       const void *data, size_t len, int kind, int *claim)
+{
+    mws_out *o = frame_new(fin, op, data, len, op == WS_OP_CLOSE);
+
+    if (!o) {
+        return MWS_ERR_NOMEM;
+    }
+    return queue_out(mc, o, fin, op, data, len, kind, claim);
+}
+
 int mws_queue_frame(mws_conn *mc, int fin, ws_opcode op, const void *data,
                     size_t len, int kind)
 {
     return queue_frame(mc, fin, op, data, len, kind, NULL);
 }
 
-/* A whole message for a broadcast: *claim says whether the caller must
+/* A whole message of a broadcast, built once (mws_shared_frame): mc's
+ * queue takes its own reference.  *claim says whether the caller must
  * include mc in mws_conn_kick_batch(). */
-int mws_queue_message_claim(mws_conn *mc, mws_msg_type type,
-                            const void *data, size_t len, int *claim)
+int mws_queue_shared_claim(mws_conn *mc, mws_msg_type type,
+                           mws_shared *sh, int *claim)
 {
+    mws_out *o = malloc(sizeof(*o));
+
     *claim = 0;
-    return queue_frame(mc, 1, (ws_opcode)type, data, len, MWS_Q_WHOLE,
-                       claim);
+    if (!o) {
+        return MWS_ERR_NOMEM;
+    }
+    __atomic_add_fetch(&sh->refs, 1, __ATOMIC_RELAXED);
+    o->next = NULL;
+    o->len = sh->len;
+    o->off = 0;
+    o->is_close = 0;
+    o->bytes = MWS_SHARED_BYTES(sh);
+    o->shared = sh;
+    return queue_out(mc, o, 1, (ws_opcode)type, NULL, 0, MWS_Q_WHOLE, claim);
 }
 
 int mws_queue_close(mws_conn *mc, unsigned code, const char *reason)
@@ -423,11 +485,6 @@ static void fail(mws_drive *dv, unsigned code, const char *why)
     dv->done = 1;
 }
 
-static void out_free(void *data)
-{
-    free((mws_out *)data - 1);
-}
-
 /* Written bytes leave the queue's count, which never goes below zero
  * (an overflow resets it while frames are on their way). */
 static void sub_queued(mws_conn *mc, size_t bytes)
@@ -441,48 +498,156 @@ static void sub_queued(mws_conn *mc, size_t bytes)
                                           __ATOMIC_RELAXED));
 }
 
-/* Write everything queued.  Returns APR_SUCCESS or the write error. */
-static apr_status_t flush_out(mws_drive *dv)
+/* How much a write may pass to the filters now without waiting: 0 when
+ * the socket's send buffer is too full, (apr_size_t)-1 when we cannot
+ * tell (the write then just goes, as on the blocking driver).  Linux
+ * reports POLLOUT once at least a third of the buffer is free; a quarter
+ * of it, in payload bytes, leaves room for the kernel's per-packet
+ * overhead and TLS records. */
+static apr_size_t write_room(mws_drive *dv)
+{
+    apr_socket_t *sock = ap_get_conn_socket(dv->c);
+    apr_os_sock_t fd;
+    struct pollfd pfd;
+    int sndbuf = 0;
+    socklen_t slen = sizeof(sndbuf);
+
+    if (!sock || apr_os_sock_get(&fd, sock) != APR_SUCCESS) {
+        return (apr_size_t)-1;
+    }
+    pfd.fd = fd;
+    pfd.events = POLLOUT;
+    pfd.revents = 0;
+    if (poll(&pfd, 1, 0) < 0 || (pfd.revents & (POLLERR | POLLHUP))) {
+        return (apr_size_t)-1;  /* the write reports what is wrong */
+    }
+    if (!(pfd.revents & POLLOUT)) {
+        return 0;
+    }
+    if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &slen) != 0
+        || sndbuf < 8 * 1024) {
+        sndbuf = 8 * 1024;
+    }
+    return (apr_size_t)sndbuf / 4;
+}
+
+/* When to try again to write to a client whose socket was full: soon at
+ * first, then less and less often (2 ms doubling up to 100 ms).  Nothing
+ * but time tells a parked connection that its client read: the MPM polls
+ * it for input only. */
+static apr_time_t retry_write_at(mws_drive *dv)
+{
+    if (!dv->write_backoff) {
+        dv->write_backoff = apr_time_from_msec(2);
+    }
+    else if (dv->write_backoff < apr_time_from_msec(100)) {
+        dv->write_backoff *= 2;
+    }
+    return dv->now + dv->write_backoff;
+}
+
+/* Put frames we did not write back at the head of the queue. */
+static void unflush(mws_conn *mc, mws_out *head)
+{
+    mws_out *last = head;
+
+    while (last->next) {
+        last = last->next;
+    }
+    pthread_mutex_lock(&mc->lock);
+    last->next = mc->out.head;
+    mc->out.head = head;
+    if (!mc->out.tail) {
+        mc->out.tail = last;
+    }
+    pthread_mutex_unlock(&mc->lock);
+}
+
+/*
+ * Write what is queued.  Returns APR_SUCCESS, the write error, or
+ * APR_EAGAIN when `careful` and the client's socket cannot take more now:
+ * what is left stays queued (and counts against WebSocketMaxQueuedBytes)
+ * and dv->write_blocked says so.  Careful writes are for passes that serve
+ * another thread's push (a broadcast's worker must never wait for one
+ * slow client) and for connections that were blocked before; the others
+ * write as httpd does, waiting up to Timeout for the client.
+ */
+static apr_status_t flush_out(mws_drive *dv, int careful)
 {
     mws_conn *mc = dv->mc;
-    mws_out *o, *next;
-    size_t bytes = 0;
-    int wrote_close = 0;
-    apr_status_t rv;
+    mws_out *o, *keep;
+    size_t bytes, n;
+    apr_size_t room = (apr_size_t)-1;
+    int wrote_close;
+    apr_status_t rv = APR_SUCCESS;
 
     /* Without the lock first: a frame queued right after this look wakes
      * the driver (blocking) or is seen before the connection parks. */
     if (!__atomic_load_n(&mc->out.head, __ATOMIC_ACQUIRE)) {
+        dv->write_blocked = 0;
         return APR_SUCCESS;
+    }
+    careful = careful || dv->write_blocked;
+    if (careful && !(room = write_room(dv))) {
+        dv->write_blocked = 1;
+        return APR_EAGAIN;
     }
     pthread_mutex_lock(&mc->lock);
-    o = mc->out.head;
+    keep = mc->out.head;
     mc->out.head = mc->out.tail = NULL;
     pthread_mutex_unlock(&mc->lock);
-    if (!o) {
-        return APR_SUCCESS;
-    }
-    for (; o; o = next) {
-        next = o->next;
-        bytes += o->len;
-        wrote_close |= o->is_close;
-        APR_BRIGADE_INSERT_TAIL(dv->bb_out,
-            apr_bucket_heap_create((const char *)MWS_OUT_BYTES(o), o->len,
-                                   out_free, dv->c->bucket_alloc));
-    }
-    APR_BRIGADE_INSERT_TAIL(dv->bb_out,
-                            apr_bucket_flush_create(dv->c->bucket_alloc));
-    rv = ap_pass_brigade(dv->c->output_filters, dv->bb_out);
-    apr_brigade_cleanup(dv->bb_out);
 
-    sub_queued(mc, bytes);
-    if (wrote_close && rv == APR_SUCCESS) {
-        __atomic_store_n(&mc->close_sent, 1, __ATOMIC_RELEASE);
+    while (keep && room && rv == APR_SUCCESS) {
+        /* Transient buckets: the frames stay ours until the flush
+         * returns; a filter that keeps data longer sets it aside (a
+         * copy).  At most `room` bytes: the rest waits. */
+        bytes = 0;
+        wrote_close = 0;
+        for (o = keep; o && bytes < room; o = o->next) {
+            n = o->len - o->off;
+            if (n > room - bytes) {
+                n = room - bytes;
+            }
+            APR_BRIGADE_INSERT_TAIL(dv->bb_out,
+                apr_bucket_transient_create((const char *)o->bytes + o->off,
+                                            n, dv->c->bucket_alloc));
+            bytes += n;
+            o->off += n;
+            if (o->off < o->len) {
+                break;
+            }
+            wrote_close |= o->is_close;
+        }
+        APR_BRIGADE_INSERT_TAIL(dv->bb_out,
+                                apr_bucket_flush_create(dv->c->bucket_alloc));
+        rv = ap_pass_brigade(dv->c->output_filters, dv->bb_out);
+        apr_brigade_cleanup(dv->bb_out);
+        while (keep && keep->off == keep->len) {
+            o = keep;
+            keep = o->next;
+            out_free(o);
+        }
+        sub_queued(mc, bytes);
+        if (wrote_close && rv == APR_SUCCESS) {
+            __atomic_store_n(&mc->close_sent, 1, __ATOMIC_RELEASE);
+        }
+        if (wrote_close && !dv->close_written) {
+            dv->close_written = 1;
+            dv->close_deadline = apr_time_now() + mc->limits.close_timeout;
+        }
+        if (keep && careful) {
+            room = write_room(dv);      /* did the client read meanwhile? */
+        }
     }
-    if (wrote_close && !dv->close_written) {
-        dv->close_written = 1;
-        dv->close_deadline = apr_time_now() + mc->limits.close_timeout;
+    if (keep) {
+        if (rv == APR_SUCCESS) {
+            unflush(mc, keep);
+            dv->write_blocked = 1;
+            return APR_EAGAIN;
+        }
+        out_free_list(keep);            /* the connection is over */
     }
+    dv->write_blocked = 0;
     return rv;
 }
 
@@ -725,7 +890,7 @@ static void check_overflow(mws_drive *dv)
                 keep = o;
             }
             else {
-                free(o);
+                out_free(o);
             }
         }
         mc->out.head = mc->out.tail = keep;
@@ -826,15 +991,44 @@ static int drive_pass(mws_drive *dv, int need_read)
     apr_time_t next_timer, next_idle, now;
     apr_status_t rv;
     int pending;
+    /* a parked connection's pass without input serves a push or a timer:
+     * its writes must not wait for the client */
+    int careful = mc->async && !need_read;
 
     dv->now = apr_time_now();   /* one clock reading per pass */
     for (;;) {
         check_overflow(dv);
-        if (flush_out(dv) != APR_SUCCESS) {
+        rv = flush_out(dv, careful);
+        if (rv != APR_SUCCESS && !APR_STATUS_IS_EAGAIN(rv)) {
             return 1;           /* cannot write: the peer is gone */
         }
         if (dv->done) {
-            return 1;
+            if (!dv->write_blocked) {
+                return 1;
+            }
+            /* our last frames wait for a client that does not read: it
+             * gets WebSocketCloseTimeout, then the connection is dropped
+             * (aborted, so that httpd's lingering close does not wait) */
+            if (!dv->drain_deadline) {
+                dv->drain_deadline = dv->now + mc->limits.close_timeout;
+            }
+            if (dv->now >= dv->drain_deadline) {
+                dv->c->aborted = 1;
+                return 1;
+            }
+            if (need_read) {
+                need_read = 0;  /* input now is discarded, not left to
+                                 * wake the MPM's poll again and again */
+                rv = read_available(dv);
+                if (rv != APR_EAGAIN && rv != APR_SUCCESS) {
+                    return 1;
+                }
+            }
+            dv->next_wake = retry_write_at(dv);
+            if (dv->next_wake > dv->drain_deadline) {
+                dv->next_wake = dv->drain_deadline;
+            }
+            return 0;
         }
         /* Read once per pass: input that arrives while we write wakes the
          * poll (ours or the MPM's) at once, and a second read here would
@@ -857,13 +1051,24 @@ static int drive_pass(mws_drive *dv, int need_read)
         now = dv->now;
         next_timer = run_timers(mc, now);
         next_idle = check_idle(dv, now);
-        pending = (__atomic_load_n(&mc->out.head, __ATOMIC_ACQUIRE) != NULL
+        pending = ((__atomic_load_n(&mc->out.head, __ATOMIC_ACQUIRE) != NULL
+                    && !dv->write_blocked)
                    || __atomic_load_n(&mc->queue_overflow, __ATOMIC_RELAXED));
         if (pending) {
             continue;           /* something to write: write it first */
         }
         if (next_idle && (!next_timer || next_idle < next_timer)) {
             next_timer = next_idle;
+        }
+        if (dv->write_blocked) {
+            apr_time_t retry = retry_write_at(dv);
+
+            if (!next_timer || retry < next_timer) {
+                next_timer = retry;
+            }
+        }
+        else {
+            dv->write_backoff = 0;
         }
         if (dv->close_written) {
             if (now >= dv->close_deadline) {
@@ -1415,7 +1620,8 @@ static void ws_suspend_connection(conn_rec *c, request_rec *r)
                   dv->next_wake ? dv->next_wake - apr_time_now() : 0);
     pthread_mutex_lock(&mc->lock);
     mc->io = MWS_IO_PARKED;
-    if ((mc->work_pending || mc->out.head) && !mc->cb_pending) {
+    if ((mc->work_pending || (mc->out.head && !dv->write_blocked))
+        && !mc->cb_pending) {
         /* queued after our last look: write it from a callback */
         callback_now_locked(mc);
     }
@@ -1491,7 +1697,7 @@ static void last_words(mws_drive *dv)
         && pfd.desc_type == APR_POLL_SOCKET) {
         apr_socket_timeout_set(pfd.desc.s, apr_time_from_msec(500));
     }
-    if (flush_out(dv) == APR_SUCCESS && dv->close_written) {
+    if (flush_out(dv, 0) == APR_SUCCESS && dv->close_written) {
         set_close_info(dv, (int)mc->close_code, "server shutting down", 20);
     }
 }

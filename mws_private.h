@@ -99,14 +99,30 @@ void mws_limits_release(mws_limit_hold *held);
 
 /* ---- outgoing frames -------------------------------------------------- */
 
+/* One frame built once for many receivers (a broadcast): each receiver's
+ * queue holds a small mws_out that points into it. */
+typedef struct mws_shared {
+    unsigned refs;               /* atomic; the last one frees it           */
+    size_t len;                  /* header + payload                        */
+    /* bytes follow */
+} mws_shared;
+
+#define MWS_SHARED_BYTES(sh) ((uint8_t *)((sh) + 1))
+
 typedef struct mws_out {
     struct mws_out *next;
     size_t len;                  /* header + payload                        */
+    size_t off;                  /* bytes of it already written             */
     int is_close;
-    /* bytes follow */
+    const uint8_t *bytes;        /* right after this struct, or in shared  */
+    mws_shared *shared;          /* NULL: the bytes are our own             */
 } mws_out;
 
 #define MWS_OUT_BYTES(o) ((uint8_t *)((o) + 1))
+
+mws_shared *mws_shared_frame(mws_msg_type type, const void *data,
+                             size_t len);
+void mws_shared_release(mws_shared *sh);
 
 typedef struct mws_outq {
     mws_out *head, *tail;
@@ -200,6 +216,9 @@ typedef struct mws_drive {
     int max_free_lowered;       /* the connection allocator keeps nothing */
     int upgrade_eos_seen;       /* HTTP/2: the request body's EOS passed  */
     int input_drains;           /* a short read means nothing is left     */
+    int write_blocked;          /* the client's socket took not all of it */
+    apr_interval_time_t write_backoff;  /* until we try again            */
+    apr_time_t drain_deadline;  /* done, but the last frames wait        */
     int close_written;          /* our close frame is on the wire         */
     apr_time_t close_deadline;
     int code;                   /* for on_close                           */
@@ -231,8 +250,8 @@ void mws_conn_last_words(mws_conn *mc);
 int mws_queue_frame(mws_conn *mc, int fin, ws_opcode op, const void *data,
                     size_t len, int kind);
 int mws_queue_close(mws_conn *mc, unsigned code, const char *reason);
-int mws_queue_message_claim(mws_conn *mc, mws_msg_type type,
-                            const void *data, size_t len, int *claim);
+int mws_queue_shared_claim(mws_conn *mc, mws_msg_type type,
+                           mws_shared *sh, int *claim);
 void mws_conn_kick_batch(mws_conn **mcs, size_t n);
 mws_timer *mws_timer_add(mws_conn *mc, unsigned ms, int periodic,
                          mws_timer_fn fn, void *arg);

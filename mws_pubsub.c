@@ -77,6 +77,7 @@ static int deliver_local(const char *channel, mws_msg_type type,
     mws_channel *ch;
     mws_sub *s;
     mws_conn **kick = NULL;
+    mws_shared *sh = NULL;
     size_t nkick = 0;
     int n = 0, claim;
 
@@ -85,14 +86,19 @@ static int deliver_local(const char *channel, mws_msg_type type,
                   : NULL;
     if (ch) {
         /* parked receivers are handed to the MPM in batches, not one
-         * callback each; without memory for the list, one each */
+         * callback each, and share one copy of the frame; without memory
+         * for those, one callback and one copy each */
         kick = malloc(sizeof(*kick) * ch->n);
+        sh = kick ? mws_shared_frame(type, data, len) : NULL;
+        if (!sh) {
+            free(kick);
+            kick = NULL;
+        }
     }
     for (s = ch ? ch->subs : NULL; s; s = s->ch_next) {
         /* queueing takes only the target's lock, never ours twice */
         if (kick) {
-            if (mws_queue_message_claim(s->mc, type, data, len, &claim)
-                == MWS_OK) {
+            if (mws_queue_shared_claim(s->mc, type, sh, &claim) == MWS_OK) {
                 ++n;
             }
             if (claim) {
@@ -105,6 +111,7 @@ static int deliver_local(const char *channel, mws_msg_type type,
         }
     }
     pthread_mutex_unlock(&ps_lock);
+    mws_shared_release(sh);     /* the queues hold their own references */
     if (nkick) {
         mws_conn_kick_batch(kick, nkick);
     }

@@ -29,6 +29,11 @@ HANDLER_LOCATIONS = """
     WebSocketHandler {chat}
     WebSocketHandlerOption binary refuse
 </Location>
+<Location /chat-big>
+    SetHandler websocket
+    WebSocketHandler {chat}
+    WebSocketMaxQueuedBytes 64M
+</Location>
 <Location /increment>
     SetHandler websocket
     WebSocketHandler {inc}
@@ -300,6 +305,91 @@ def test_mws_1800_10_every_child_gets_every_message(henv):
         assert len(senders) == n
     finally:
         for ws, _ in clients:
+            ws.close()
+
+
+def _paused_chat_join(env, path, rcvbuf):
+    """chat_join with a small receive buffer: the server's socket to this
+    client fills up as soon as it stops reading."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.settimeout(10)
+    s.connect((env.host, env.http_port))
+    ws = wsclient.WsClient.connect(env.host, env.http_port, path,
+                                   conn=wsclient.Conn(s, 10))
+    w = recv_json(ws)
+    assert w["type"] == "welcome", w
+    return ws, w
+
+
+class _Reader(threading.Thread):
+    """Reads chat messages as they come; records the texts and how late
+    each one arrived after it was sent (sent times by text)."""
+
+    def __init__(self, ws, sent, count):
+        super().__init__(daemon=True)
+        self.ws, self.sent, self.count = ws, sent, count
+        self.texts, self.worst, self.error = [], 0.0, None
+
+    def run(self):
+        try:
+            deadline = time.monotonic() + 60
+            while len(self.texts) < self.count:
+                m = recv_json(self.ws, max(0.1, deadline - time.monotonic()))
+                if m["type"] != "message":
+                    continue
+                self.texts.append(m["text"])
+                key = m["text"][:12]
+                if key in self.sent:
+                    self.worst = max(self.worst, time.monotonic() - self.sent[key])
+        except Exception as e:  # reported by the test
+            self.error = e
+
+
+def test_mws_1800_11_broadcast_waits_for_no_paused_reader(henv):
+    """A room member that stops reading while 10 MB are broadcast (more
+    than the sockets buffer) neither slows the other members nor loses
+    anything: it gets every message, in order, once it reads again."""
+    room = "/chat-big?room=paused"
+    n_msgs, size = 200, 50000
+    sent = {}
+    # the paused member joins after the others: a room's newest members
+    # are served first, so a push that waited for it would hold up the
+    # members served after it
+    others = [chat_join(henv, room)[0] for _ in range(16)]
+    paused, _ = _paused_chat_join(henv, room, 16384)
+    pub, _ = chat_join(henv, room)
+    readers = [_Reader(ws, sent, n_msgs) for ws in others + [pub]]
+    for r in readers:
+        r.start()
+    try:
+        time.sleep(0.5)  # the join notices have gone out
+        t0 = time.monotonic()
+        for i in range(n_msgs):
+            text = "msg %07d " % i
+            sent[text[:12]] = time.monotonic()
+            pub.send_message(OP_TEXT, text + "x" * (size - len(text)))
+        for r in readers:
+            r.join(60)
+        spent = time.monotonic() - t0
+        for r in readers:
+            assert r.error is None, r.error
+            assert r.texts == [("msg %07d " % i) + "x" * (size - 12) for i in range(n_msgs)]
+        # nobody waited for the paused member (10 MB take well under a
+        # second here; a worker stuck on its socket would take Timeout)
+        worst = max(r.worst for r in readers)
+        assert worst < 5.0, "a reading member got a message %.1fs late" % worst
+        assert spent < 20, spent
+        # the paused member reads now: everything, in order, no close
+        got = []
+        deadline = time.monotonic() + 30
+        while len(got) < n_msgs:
+            m = recv_json(paused, max(0.1, deadline - time.monotonic()))
+            if m["type"] == "message":
+                got.append(m["text"][:12])
+        assert got == [("msg %07d " % i)[:12] for i in range(n_msgs)]
+    finally:
+        for ws in others + [pub, paused]:
             ws.close()
 
 
