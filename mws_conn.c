@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
+#include <sched.h>
+#include <unistd.h>
 #include <sys/socket.h>
 
 #include "apr_strings.h"
@@ -504,7 +506,7 @@ static void sub_queued(mws_conn *mc, size_t bytes)
  * reports POLLOUT once at least a third of the buffer is free; a quarter
  * of it, in payload bytes, leaves room for the kernel's per-packet
  * overhead and TLS records. */
-static apr_size_t write_room(mws_drive *dv)
+static apr_size_t write_room(mws_drive *dv, int refresh)
 {
     apr_socket_t *sock = ap_get_conn_socket(dv->c);
     apr_os_sock_t fd;
@@ -524,11 +526,16 @@ static apr_size_t write_room(mws_drive *dv)
     if (!(pfd.revents & POLLOUT)) {
         return 0;
     }
-    if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &slen) != 0
-        || sndbuf < 8 * 1024) {
-        sndbuf = 8 * 1024;
+    /* the kernel grows the buffer as the connection goes: look again when
+     * what we had did not fit */
+    if (refresh || !dv->sndbuf) {
+        if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &slen) != 0
+            || sndbuf < 8 * 1024) {
+            sndbuf = 8 * 1024;
+        }
+        dv->sndbuf = (apr_size_t)sndbuf;
     }
-    return (apr_size_t)sndbuf / 4;
+    return dv->sndbuf / 4;
 }
 
 /* When to try again to write to a client whose socket was full: soon at
@@ -588,7 +595,7 @@ static apr_status_t flush_out(mws_drive *dv, int careful)
         return APR_SUCCESS;
     }
     careful = careful || dv->write_blocked;
-    if (careful && !(room = write_room(dv))) {
+    if (careful && !(room = write_room(dv, 0))) {
         dv->write_blocked = 1;
         return APR_EAGAIN;
     }
@@ -636,7 +643,7 @@ static apr_status_t flush_out(mws_drive *dv, int careful)
             dv->close_deadline = apr_time_now() + mc->limits.close_timeout;
         }
         if (keep && careful) {
-            room = write_room(dv);      /* did the client read meanwhile? */
+            room = write_room(dv, 1);   /* did the client read meanwhile? */
         }
     }
     if (keep) {
@@ -1283,17 +1290,23 @@ static void batch_cb(void *baton)
     free(b);
 }
 
-/* Give n claimed connections their callbacks, a few per callback so that
- * several workers share a broadcast, but far fewer callbacks (each one an
- * insert into the MPM's timer list and a worker wake-up) than receivers. */
-#define MWS_BATCH 16
+/* Give n claimed connections their callbacks, several per callback: each
+ * callback is an insert into the MPM's timer list and a worker wake-up
+ * (a context switch).  Two callbacks per CPU this process may run on let
+ * the CPUs share a broadcast; never fewer than 16 connections in one. */
+#define MWS_BATCH_MIN 16
+static size_t mws_ncpu = 1;
+
 void mws_conn_kick_batch(mws_conn **mcs, size_t n)
 {
-    size_t i, k, m;
+    size_t i, k, m, per = (n + 2 * mws_ncpu - 1) / (2 * mws_ncpu);
     mws_batch *b;
 
+    if (per < MWS_BATCH_MIN) {
+        per = MWS_BATCH_MIN;
+    }
     for (i = 0; i < n; i += m) {
-        m = n - i < MWS_BATCH ? n - i : MWS_BATCH;
+        m = n - i < per ? n - i : per;
         b = malloc(sizeof(*b) + sizeof(mws_conn *) * m);
         if (b) {
             b->n = m;
@@ -1737,6 +1750,21 @@ void mws_conn_last_words(mws_conn *mc)
     pthread_mutex_unlock(&mc->lock);
 }
 
+/* The CPUs this process may run on (taskset, cgroups' cpusets). */
+static size_t cpus_available(void)
+{
+    long n;
+#ifdef CPU_COUNT
+    cpu_set_t set;
+
+    if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0) {
+        return (size_t)CPU_COUNT(&set);
+    }
+#endif
+    n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (size_t)n : 1;
+}
+
 void mws_conn_child_init(apr_pool_t *pchild, server_rec *s)
 {
     int async = 0, waitio = 0, threaded = 0;
@@ -1750,6 +1778,7 @@ void mws_conn_child_init(apr_pool_t *pchild, server_rec *s)
     }
 #endif
     mws_can_park = async && waitio;
+    mws_ncpu = cpus_available();
     if (ap_mpm_query(AP_MPMQ_IS_THREADED, &threaded) == APR_SUCCESS) {
         mws_single_threaded = (threaded == AP_MPMQ_NOT_SUPPORTED);
     }

@@ -170,18 +170,24 @@ def main():
                     continue
                 if all(r.get("skipped") for r in rs):
                     lines.append((test[5:], p, "skipped: " + rs[0]["skipped"],
-                                  "", "", "", "", "", ""))
+                                  "", "", "", "", "", "", "", ""))
                     continue
                 lines.append((test[5:], p, fmt(median(rs, "deliveries_per_s")),
                               fmt(median(rs, "lat_p50_us")), fmt(median(rs, "lat_p99_us")),
                               fmt(median(rs, "fanout_p50_us")),
                               fmt(median(rs, "fanout_p99_us")),
+                              fmt(median(rs, "server_cpu_us_per_delivery")),
+                              fmt(median(rs, "load_cpu_pct")),
                               "/".join(r.get("delivered", "?") + ":" + r.get("expected", "?")
                                        for r in rs),
                               okcount(test, p)))
         print(table(("receivers", "peer", "deliveries/s", "lat p50", "lat p99",
-                     "all-received p50", "all-received p99", "delivered:expected",
+                     "all-received p50", "all-received p99",
+                     "server CPU us/delivery", "wsload CPU %", "delivered:expected",
                      "ok runs"), lines))
+        print("(server CPU: user + system time of the server's processes during the"
+              " measured phase / deliveries; wsload CPU near 100% means the load"
+              " generator, not the server, sets the pace)")
         print()
 
     # ---- instructions ----------------------------------------------------------

@@ -668,7 +668,36 @@ typedef struct {
     long rss_kb;
     long threads;
     int procs;
+    double cpu_s;           /* user + system time of the tree so far */
 } tree_stats;
+
+/* user + system seconds of a process (all its threads), or 0 */
+static double read_cpu(pid_t pid)
+{
+    char path[64], buf[1024], *p;
+    unsigned long long ut = 0, st = 0;
+    FILE *f;
+    size_t n;
+    int field;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    f = fopen(path, "r");
+    if (!f)
+        return 0;
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    p = strrchr(buf, ')');  /* the command name may hold spaces */
+    if (!p)
+        return 0;
+    /* after ") ": field 3 (state) ... utime is field 14, stime 15 */
+    for (field = 2; *p && field < 14; p++)
+        if (*p == ' ')
+            field++;
+    if (sscanf(p, "%llu %llu", &ut, &st) != 2)
+        return 0;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
 
 static int read_status(pid_t pid, pid_t *ppid, long *rss_kb, long *threads)
 {
@@ -697,7 +726,7 @@ static int read_status(pid_t pid, pid_t *ppid, long *rss_kb, long *threads)
 /* sums over every --server-pid and all of its descendants */
 static tree_stats server_stats(void)
 {
-    tree_stats ts = { 0, 0, 0 };
+    tree_stats ts = { 0, 0, 0, 0 };
     pid_t *pids = NULL, *ppids = NULL;
     long *rss = NULL, *thr = NULL;
     char *in = NULL;
@@ -761,6 +790,7 @@ static tree_stats server_stats(void)
             ts.rss_kb += rss[i];
             ts.threads += thr[i];
             ts.procs++;
+            ts.cpu_s += read_cpu(pids[i]);
         }
     }
     free(pids);
@@ -1917,8 +1947,10 @@ static int run_broadcast(void)
 {
     int open, i;
     uint64_t t;
-    double secs;
-    tree_stats before, during;
+    double secs, wall, self0, self1;
+    tree_stats before, during, m0;
+    struct rusage ru;
+    uint64_t t0;
 
     alloc_conns(opt.receivers + 1);
     bc.sent_ts = xcalloc((size_t)opt.messages + 1, sizeof(uint64_t));
@@ -1952,6 +1984,13 @@ static int run_broadcast(void)
             bc.nrecv++;
     bc.next_seq = 1;
     bc.oldest = 1;
+    /* CPU time of the server and of this process over the measured
+     * phase: a load generator near 100% caps every server alike */
+    m0 = server_stats();
+    getrusage(RUSAGE_SELF, &ru);
+    self0 = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6
+          + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+    t0 = now_ns();
     bc.measuring = 1;
     t = now_ns();
     loop(t + (uint64_t)((opt.messages / (opt.rate > 0 ? opt.rate : 1.0) +
@@ -1959,6 +1998,10 @@ static int run_broadcast(void)
                         * 1e9) + 10000000000ull,
          bcast_done, bcast_tick, 1);
     bc.measuring = 0;
+    getrusage(RUSAGE_SELF, &ru);
+    self1 = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6
+          + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+    wall = (double)(now_ns() - t0) / 1e9;
     during = server_stats();
     secs = bc.last_delivery > bc.first_send
          ? (double)(bc.last_delivery - bc.first_send) / 1e9 : 0;
@@ -1977,8 +2020,14 @@ static int run_broadcast(void)
            (double)(bc.lat.max_ns / 1000), hist_q(&bc.fan, 0.50),
            hist_q(&bc.fan, 0.99));
     if (opt.npids)
-        printf(" rss_before_kb=%ld rss_during_kb=%ld threads_during=%ld",
-               before.rss_kb, during.rss_kb, during.threads);
+        printf(" rss_before_kb=%ld rss_during_kb=%ld threads_during=%ld"
+               " server_cpu_s=%.2f server_cpu_us_per_delivery=%.2f",
+               before.rss_kb, during.rss_kb, during.threads,
+               during.cpu_s - m0.cpu_s,
+               bc.deliveries ? (during.cpu_s - m0.cpu_s) * 1e6
+                               / (double)bc.deliveries : 0);
+    printf(" load_cpu_pct=%.0f", wall > 0 ? 100.0 * (self1 - self0) / wall
+                                          : 0);
     print_common();
     printf(" ok=%d\n", open == opt.receivers && bc.incomplete == 0 &&
            bc.completed == opt.messages && st.proto_err == 0);
