@@ -610,6 +610,7 @@ static int ws_handler(request_rec *r)
     /* headers the handler set go out with the 101 */
     apr_table_do(copy_header, r->headers_out, r->err_headers_out, NULL);
     apr_table_clear(r->err_headers_out);
+    mws_conn_accept(mc, d->driver != MWS_DRIVER_BLOCKING);
     ap_send_interim_response(r, 1);
 
     /* From here the bytes on the connection are WebSocket frames: the

@@ -1147,9 +1147,10 @@ static void drive_finish(mws_drive *dv)
     if (mc->async) {
         wq_forget(mc);
     }
-    if (dv->max_free_lowered) {
+    if (mc->max_free_lowered) {
         apr_allocator_max_free_set(apr_pool_allocator_get(dv->c->pool),
                                    ap_max_mem_free);
+        mc->max_free_lowered = 0;
     }
     conn_kill(mc);
     ap_log_cerror(APLOG_MARK, APLOG_TRACE1, 0, dv->c,
@@ -1479,6 +1480,12 @@ static apr_status_t wq_child_exit(void *unused)
         wq_thread = NULL;
     }
     wq_drain();
+    pthread_mutex_lock(&wq_lock);
+    if (wq) {
+        apr_skiplist_destroy(wq, NULL);
+        wq = NULL;
+    }
+    pthread_mutex_unlock(&wq_lock);
     return APR_SUCCESS;
 }
 
@@ -1486,7 +1493,10 @@ static apr_status_t wq_start(apr_pool_t *pchild)
 {
     apr_status_t rv;
 
-    rv = apr_skiplist_init(&wq, pchild);
+    /* no pool: with one, APR 1.7's skiplist looks for a free node by
+     * walking every node it ever made, which with thousands of parked
+     * connections makes each insert and remove a long scan */
+    rv = apr_skiplist_init(&wq, NULL);
     if (rv != APR_SUCCESS) {
         return rv;
     }
@@ -1496,6 +1506,10 @@ static apr_status_t wq_start(apr_pool_t *pchild)
     if (rv == APR_SUCCESS) {
         apr_pool_cleanup_register(pchild, NULL, wq_child_exit,
                                   apr_pool_cleanup_null);
+    }
+    else {
+        apr_skiplist_destroy(wq, NULL);
+        wq = NULL;
     }
     return rv;
 }
@@ -1523,9 +1537,10 @@ static void async_schedule_locked(mws_conn *mc, apr_time_t when)
     }
     pthread_mutex_lock(&wq_lock);
     w = mc->wake_entry;
-    if (w && w->when <= when) {
+    if (!wq || (w && w->when <= when)) {
+        /* one at that time or earlier is coming, or the child exits */
         pthread_mutex_unlock(&wq_lock);
-        return;                 /* one at that time or earlier is coming */
+        return;
     }
     if (w) {
         apr_skiplist_remove(wq, w, NULL);   /* keeps its reference */
@@ -1793,6 +1808,29 @@ void mws_conn_child_init(apr_pool_t *pchild, server_rec *s)
     }
 }
 
+/* Will the connection wait in the MPM's pollset, without a thread? */
+static int conn_can_park(conn_rec *c, int allow_park)
+{
+    return allow_park && mws_can_park && !c->master && c->cs;
+}
+
+/* The handshake is accepted; the 101 goes out next.  An idle parked
+ * WebSocket should cost its connection pool's block and its bucket
+ * allocator's block, nothing more, so from here on the connection's
+ * allocator gives every block it gets back to the system at once.  It must
+ * be lowered before the handshake frees anything: the 101's write buffer
+ * and our first read's buffer (two 8 KiB blocks) would otherwise stay on
+ * the allocator's free list for as long as the connection sleeps, since a
+ * lower max-free only applies to later frees.  drive_finish() restores it
+ * before the MPM recycles the pool. */
+void mws_conn_accept(mws_conn *mc, int allow_park)
+{
+    if (conn_can_park(mc->c, allow_park) && !mc->max_free_lowered) {
+        apr_allocator_max_free_set(apr_pool_allocator_get(mc->c->pool), 1);
+        mc->max_free_lowered = 1;
+    }
+}
+
 /* After the 101: run the connection.  Blocking drivers return when it is
  * over; the parked driver returns at once and the MPM calls us back. */
 void mws_conn_start(mws_conn *mc, int allow_park)
@@ -1805,7 +1843,7 @@ void mws_conn_start(mws_conn *mc, int allow_park)
     pthread_mutex_lock(&mc->lock);
     mc->state = MWS_ST_OPEN;
     mc->io = MWS_IO_OWNED;
-    mc->async = allow_park && mws_can_park && !c->master && c->cs;
+    mc->async = conn_can_park(c, allow_park);
     pthread_mutex_unlock(&mc->lock);
     /* httpd's Timeout is how long a client may stay silent: parked, the
      * MPM closes the connection then; blocking, we do.  Client input
@@ -1828,12 +1866,6 @@ void mws_conn_start(mws_conn *mc, int allow_park)
         drive_finish(dv);
         return;
     }
-    /* The connection's allocator keeps what the handshake freed (request
-     * pool, read buffers: ~16 KiB) for reuse; a WebSocket that waits for
-     * hours should not.  ws_pre_close_connection() restores the limit
-     * before the MPM recycles the pool. */
-    apr_allocator_max_free_set(apr_pool_allocator_get(c->pool), 1);
-    dv->max_free_lowered = 1;
     /* httpd ends the request; the MPM flushes, then polls for input and,
      * with the clogging flag, calls ws_process_connection() */
     c->cs->sense = CONN_SENSE_WANT_READ;

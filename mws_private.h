@@ -188,6 +188,7 @@ struct mws_conn {
     mws_instance *inst;
     mws_limits limits;
     mws_limit_hold hold;         /* connection caps taken (mws_limits.c)     */
+    int max_free_lowered;        /* the connection's allocator keeps nothing */
     int queue_overflow;          /* a send went over max_queued (lock)       */
     void *user_data;
     const char *subprotocol;
@@ -213,7 +214,6 @@ typedef struct mws_drive {
     int done;                   /* finish after the next flush            */
     int closing;                /* parked: finished, waiting for the MPM  */
     int finished;
-    int max_free_lowered;       /* the connection allocator keeps nothing */
     int upgrade_eos_seen;       /* HTTP/2: the request body's EOS passed  */
     int input_drains;           /* a short read means nothing is left     */
     int write_blocked;          /* the client's socket took not all of it */
@@ -238,6 +238,7 @@ mws_conn *mws_conn_create(request_rec *r, mws_instance *inst,
                           const mws_dir_conf *dconf);
 mws_conn *mws_conn_retain(mws_conn *mc);
 void mws_conn_release(mws_conn *mc);
+void mws_conn_accept(mws_conn *mc, int allow_park);
 void mws_conn_start(mws_conn *mc, int allow_park);
 void mws_conn_register_hooks(void);
 void mws_conn_child_init(apr_pool_t *pchild, server_rec *s);
