@@ -139,6 +139,7 @@ void mws_conn_release(mws_conn *mc)
     if (left == 0) {
         outq_free(&mc->out);
         outq_free(&mc->held);
+        free(mc->close_reason);
         pthread_cond_destroy(&mc->io_cond);
         pthread_mutex_destroy(&mc->lock);
         free(mc);
@@ -287,8 +288,11 @@ static int queue_out(mws_conn *mc, mws_out *o, int fin, ws_opcode op,
         mc->close_code = len >= 2 ? ((unsigned)((const uint8_t *)data)[0] << 8
                                      | ((const uint8_t *)data)[1])
                                   : WS_CLOSE_NO_STATUS;
-        mc->close_reason_len = len > 2 ? len - 2 : 0;
-        if (mc->close_reason_len) {
+        /* the reason is kept for on_close; most closes have none, so
+         * the connection carries a pointer, not a 123-byte buffer */
+        mc->close_reason_len = 0;
+        if (len > 2 && (mc->close_reason = malloc(len - 2)) != NULL) {
+            mc->close_reason_len = len - 2;
             memcpy(mc->close_reason, (const uint8_t *)data + 2,
                    mc->close_reason_len);
         }

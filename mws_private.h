@@ -168,7 +168,7 @@ struct mws_conn {
     struct mws_timer *running;   /* the timer whose callback runs now        */
     int running_cancelled;
     unsigned close_code;         /* the code of the close we queued          */
-    char close_reason[WS_MAX_CLOSE_REASON];  /* and its reason            */
+    char *close_reason;          /* and its reason (malloc'd), if any        */
     size_t close_reason_len;
     apr_pollset_t *pollset;      /* woken by other threads; NULL when dead   */
     pthread_t driver_thread;     /* the blocking driver's thread             */
