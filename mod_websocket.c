@@ -3,7 +3,7 @@
  * loading, the opening handshake (RFC 6455 section 4) and the hooks.
  *
  * The protocol itself lives in core/ (no httpd there); the connection driver
- * in mws_conn.c; the mws_host services in mws_host.c; channels across child
+ * in mws_conn.c and mws_park.c; the mws_host services in mws_host.c; channels across child
  * processes in mws_pubsub.c.
  */
 #include "apr_strings.h"

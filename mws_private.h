@@ -1,6 +1,7 @@
 /*
  * mws_private.h -- internal declarations shared by the httpd glue files of
- * mod_websocket (mod_websocket.c, mws_conn.c, mws_host.c, mws_pubsub.c).
+ * mod_websocket (mod_websocket.c, mws_conn.c, mws_park.c, mws_host.c,
+ * mws_pubsub.c, mws_limits.c).
  * Not installed; handlers use include/mod_websocket.h only.
  */
 #ifndef MWS_PRIVATE_H
@@ -233,7 +234,20 @@ typedef struct mws_drive {
     apr_time_t now;             /* the clock at the start of this pass    */
 } mws_drive;
 
-/* mws_conn.c: lifecycle and the drivers */
+/* mws_conn.c: the pass both drivers run, its end, the last close frame */
+int mws_drive_pass(mws_drive *dv, int need_read);
+void mws_drive_finish(mws_drive *dv);
+void mws_drive_last_words(mws_drive *dv);
+
+/* mws_park.c: the parked driver (event MPM) */
+int mws_park_claim_locked(mws_conn *mc);
+void mws_park_kick_locked(mws_conn *mc);
+void mws_park_forget(mws_conn *mc);
+void mws_park_last_words(mws_conn *mc);
+apr_status_t mws_park_child_init(apr_pool_t *pchild);
+void mws_park_register_hooks(void);
+
+/* mws_conn.c: lifecycle, the blocking driver, the start of both */
 mws_conn *mws_conn_create(request_rec *r, mws_instance *inst,
                           const mws_dir_conf *dconf);
 mws_conn *mws_conn_retain(mws_conn *mc);

@@ -308,15 +308,17 @@ def test_mws_1800_10_every_child_gets_every_message(henv):
             ws.close()
 
 
-def _paused_chat_join(env, path, rcvbuf):
+def _paused_chat_join(env, path, rcvbuf, tls):
     """chat_join with a small receive buffer: the server's socket to this
     client fills up as soon as it stops reading."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     s.settimeout(10)
-    s.connect((env.host, env.http_port))
-    ws = wsclient.WsClient.connect(env.host, env.http_port, path,
-                                   conn=wsclient.Conn(s, 10))
+    port = env.https_port if tls else env.http_port
+    s.connect((env.host, port))
+    if tls:
+        s = env.client_ssl_ctx().wrap_socket(s, server_hostname="localhost")
+    ws = wsclient.WsClient.connect(env.host, port, path, conn=wsclient.Conn(s, 10))
     w = recv_json(ws)
     assert w["type"] == "welcome", w
     return ws, w
@@ -346,10 +348,12 @@ class _Reader(threading.Thread):
             self.error = e
 
 
-def test_mws_1800_11_broadcast_waits_for_no_paused_reader(henv):
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_mws_1800_11_broadcast_waits_for_no_paused_reader(henv, tls):
     """A room member that stops reading while 10 MB are broadcast (more
     than the sockets buffer) neither slows the other members nor loses
-    anything: it gets every message, in order, once it reads again."""
+    anything: it gets every message, in order, once it reads again (over
+    TLS too, where mod_ssl sits between us and the socket)."""
     room = "/chat-big?room=paused"
     n_msgs, size = 200, 50000
     sent = {}
@@ -357,7 +361,7 @@ def test_mws_1800_11_broadcast_waits_for_no_paused_reader(henv):
     # are served first, so a push that waited for it would hold up the
     # members served after it
     others = [chat_join(henv, room)[0] for _ in range(16)]
-    paused, _ = _paused_chat_join(henv, room, 16384)
+    paused, _ = _paused_chat_join(henv, room, 16384, tls)
     pub, _ = chat_join(henv, room)
     readers = [_Reader(ws, sent, n_msgs) for ws in others + [pub]]
     for r in readers:
