@@ -460,6 +460,8 @@ static apr_time_t run_timers(mws_conn *mc, apr_time_t now)
 
 /* ---- the driver ------------------------------------------------------- */
 
+static void alloc_trim(mws_drive *dv);
+
 
 static void set_close_info(mws_drive *dv, int code, const void *reason,
                            size_t len)
@@ -1085,6 +1087,16 @@ int mws_drive_pass(mws_drive *dv, int need_read)
                 next_timer = dv->close_deadline;
             }
         }
+        if (dv->alloc_busy) {
+            apr_time_t trim_at = dv->last_read + MWS_TRIM_AFTER;
+
+            if (now >= trim_at) {
+                alloc_trim(dv);
+            }
+            else if (!next_timer || trim_at < next_timer) {
+                next_timer = trim_at;
+            }
+        }
         dv->next_wake = next_timer;
         return 0;
     }
@@ -1318,6 +1330,48 @@ void mws_conn_child_init(apr_pool_t *pchild, server_rec *s)
 static int conn_can_park(conn_rec *c, int allow_park)
 {
     return allow_park && mws_can_park && !c->master && c->cs;
+}
+
+/*
+ * The connection allocator of a parked WebSocket.  Asleep, it should keep
+ * nothing (max-free 1, from mws_conn_accept() on).  Busy, that costs: every
+ * read maps a fresh 8 KiB bucket buffer (and touches it) and unmaps it again,
+ * two of each per message, since the core filter's greedy read takes a
+ * second buffer while the first still holds the data.  So input lets it keep
+ * two such buffers, and a second of silence gives them back.
+ */
+#define MWS_BUSY_MAX_FREE (16 * 1024)
+
+/* Input arrived for a parked connection (its owner calls this). */
+void mws_alloc_busy(mws_drive *dv)
+{
+    if (dv->mc && dv->mc->max_free_lowered && !dv->alloc_busy) {
+        apr_allocator_max_free_set(apr_pool_allocator_get(dv->c->pool),
+                                   MWS_BUSY_MAX_FREE);
+        dv->alloc_busy = 1;
+    }
+}
+
+/* Silent for MWS_TRIM_AFTER: back to keeping nothing.  APR has no call
+ * that empties an allocator's free list, and a lower max-free applies only
+ * to later frees; with at most MWS_BUSY_MAX_FREE on the list, in blocks of
+ * 8 KiB or more, two allocations take all of it (or map fresh blocks when
+ * it held less), and freeing them under max-free 1 unmaps them. */
+static void alloc_trim(mws_drive *dv)
+{
+    apr_allocator_t *a = apr_pool_allocator_get(dv->c->pool);
+    apr_memnode_t *n1, *n2;
+
+    apr_allocator_max_free_set(a, 1);
+    n1 = apr_allocator_alloc(a, 8000);
+    n2 = apr_allocator_alloc(a, 8000);
+    if (n1) {
+        apr_allocator_free(a, n1);
+    }
+    if (n2) {
+        apr_allocator_free(a, n2);
+    }
+    dv->alloc_busy = 0;
 }
 
 /* The handshake is accepted; the 101 goes out next.  An idle parked

@@ -457,6 +457,7 @@ static int ws_process_connection(conn_rec *c)
     if (dv->mc->io != MWS_IO_OWNED) {
         async_take(dv->mc);     /* resume_connection normally did it */
     }
+    mws_alloc_busy(dv);
     if (dv->closing || mws_drive_pass(dv, 1)) {
         mws_drive_finish(dv);
         c->cs->state = CONN_STATE_LINGER;

@@ -34,6 +34,8 @@ extern module AP_MODULE_DECLARE_DATA websocket_module;
 #define MWS_DEFAULT_CLOSE_TIMEOUT apr_time_from_sec(5)
 #define MWS_DEFAULT_MAX_QUEUED    (16 * 1024 * 1024)
 #define MWS_READ_CHUNK            (16 * 1024)
+/* a parked WebSocket silent this long gives its read buffers back */
+#define MWS_TRIM_AFTER            apr_time_from_sec(1)
 
 /* One WebSocketHandler line: a handler plus the options of its section. */
 typedef struct mws_instance {
@@ -221,6 +223,7 @@ typedef struct mws_drive {
     apr_size_t sndbuf;          /* its SO_SNDBUF when we last asked       */
     apr_interval_time_t write_backoff;  /* until we try again            */
     apr_time_t drain_deadline;  /* done, but the last frames wait        */
+    int alloc_busy;             /* the allocator may keep read buffers    */
     int close_written;          /* our close frame is on the wire         */
     apr_time_t close_deadline;
     int code;                   /* for on_close                           */
@@ -236,6 +239,7 @@ typedef struct mws_drive {
 
 /* mws_conn.c: the pass both drivers run, its end, the last close frame */
 int mws_drive_pass(mws_drive *dv, int need_read);
+void mws_alloc_busy(mws_drive *dv);
 void mws_drive_finish(mws_drive *dv);
 void mws_drive_last_words(mws_drive *dv);
 
