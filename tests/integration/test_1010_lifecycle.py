@@ -199,25 +199,25 @@ def test_mws_1010_03_serves_after_graceful(env, api):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     # a connection the old generation still accepted may be told 1001
-    # (going away) at once: take the next one
+    # (going away) at any point of the session, even after it answered
+    # (a slow, sanitized child stops late): the whole session is retried
+    # until one runs on the new generation from start to end
     deadline = time.monotonic() + 20
     while True:
         ws = None
         try:
             ws = env.ws("/t")
-            if ws.echo(OP_TEXT, "probe") == (OP_TEXT, b"probe"):
-                break
+            assert ws.echo(OP_TEXT, "probe") == (OP_TEXT, b"probe")
+            assert ws.echo(OP_TEXT, "after graceful") == (OP_TEXT, b"after graceful")
+            key = ident(ws)
+            ws.send_close(1000)
+            ws.expect_close(1000, reply=False)
+            break
         except Exception:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
-        if ws is not None:
-            ws.close()
-    try:
-        assert ws.echo(OP_TEXT, "after graceful") == (OP_TEXT, b"after graceful")
-        key = ident(ws)
-        ws.send_close(1000)
-        ws.expect_close(1000, reply=False)
-    finally:
-        ws.close()
+        finally:
+            if ws is not None:
+                ws.close()
     assert len(api.wait_close(key)) == 1
