@@ -19,7 +19,6 @@
 #include <sched.h>
 #include <unistd.h>
 
-#include "apr_skiplist.h"
 #include "apr_thread_proc.h"
 
 #include "httpd.h"
@@ -147,57 +146,121 @@ void mws_park_kick_locked(mws_conn *mc)
  * thread of ours keeps the later wake-ups and registers each one with
  * delay 0 when it is due.
  */
-typedef struct mws_wakeup {
-    apr_time_t when;
-    apr_uint64_t seq;
-    mws_conn *mc;               /* holds a reference */
-} mws_wakeup;
-
 static pthread_mutex_t wq_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wq_cond = PTHREAD_COND_INITIALIZER;
-static apr_skiplist *wq;
 static apr_uint64_t wq_seq;
 static apr_thread_t *wq_thread;
 static int wq_stop;
 
-static int wq_cmp(void *a, void *b)
-{
-    const mws_wakeup *x = a, *y = b;
+/* The pending wake-ups: a binary heap of connections, earliest first (ties
+ * in the order they were scheduled), under wq_lock.  Each connection is in
+ * it at most once and knows its place (mc->wake_idx), so that moving or
+ * dropping its wake-up costs O(log n) and no allocation; one pointer per
+ * waiting connection is all the memory it takes.  A connection in the heap
+ * holds a reference. */
+static mws_conn **wq_heap;
+static size_t wq_n, wq_cap;
 
-    if (x->when != y->when) {
-        return x->when < y->when ? -1 : 1;
+static int wq_before(const mws_conn *a, const mws_conn *b)
+{
+    return a->wake_when < b->wake_when
+           || (a->wake_when == b->wake_when && a->wake_seq < b->wake_seq);
+}
+
+static void wq_place(size_t i, mws_conn *mc)
+{
+    wq_heap[i] = mc;
+    mc->wake_idx = i + 1;
+}
+
+static void wq_up(size_t i)
+{
+    mws_conn *mc = wq_heap[i];
+    size_t parent;
+
+    while (i > 0 && wq_before(mc, wq_heap[parent = (i - 1) / 2])) {
+        wq_place(i, wq_heap[parent]);
+        i = parent;
     }
-    return x->seq < y->seq ? -1 : (x->seq > y->seq);
+    wq_place(i, mc);
+}
+
+static void wq_down(size_t i)
+{
+    mws_conn *mc = wq_heap[i];
+    size_t child;
+
+    while ((child = 2 * i + 1) < wq_n) {
+        if (child + 1 < wq_n && wq_before(wq_heap[child + 1], wq_heap[child])) {
+            ++child;
+        }
+        if (!wq_before(wq_heap[child], mc)) {
+            break;
+        }
+        wq_place(i, wq_heap[child]);
+        i = child;
+    }
+    wq_place(i, mc);
+}
+
+/* Add mc, whose wake_when and wake_seq are set.  -1: out of memory. */
+static int wq_add(mws_conn *mc)
+{
+    if (wq_n == wq_cap) {
+        size_t cap = wq_cap ? wq_cap * 2 : 256;
+        mws_conn **heap = realloc(wq_heap, cap * sizeof(*heap));
+
+        if (!heap) {
+            return -1;
+        }
+        wq_heap = heap;
+        wq_cap = cap;
+    }
+    wq_place(wq_n, mc);
+    wq_up(wq_n++);
+    return 0;
+}
+
+/* Take mc, which is in the heap, out of it. */
+static void wq_remove(mws_conn *mc)
+{
+    size_t i = mc->wake_idx - 1;
+    mws_conn *last = wq_heap[--wq_n];
+
+    mc->wake_idx = 0;
+    __atomic_store_n(&mc->wake_when, 0, __ATOMIC_RELEASE);
+    if (last != mc) {
+        wq_place(i, last);
+        wq_up(i);
+        wq_down(last->wake_idx - 1);
+    }
 }
 
 static void *APR_THREAD_FUNC wq_main(apr_thread_t *thd, void *data)
 {
-    mws_wakeup *w;
+    mws_conn *mc;
     apr_time_t now;
     struct timespec ts;
 
     pthread_mutex_lock(&wq_lock);
     while (!wq_stop) {
-        w = apr_skiplist_peek(wq);
+        mc = wq_n ? wq_heap[0] : NULL;
         now = apr_time_now();
-        if (!w) {
+        if (!mc) {
             pthread_cond_wait(&wq_cond, &wq_lock);
         }
-        else if (w->when > now) {
-            ts.tv_sec = (time_t)apr_time_sec(w->when);
-            ts.tv_nsec = (long)apr_time_usec(w->when) * 1000;
+        else if (mc->wake_when > now) {
+            ts.tv_sec = (time_t)apr_time_sec(mc->wake_when);
+            ts.tv_nsec = (long)apr_time_usec(mc->wake_when) * 1000;
             pthread_cond_timedwait(&wq_cond, &wq_lock, &ts);
         }
         else {
-            apr_skiplist_pop(wq, NULL);
-            w->mc->wake_entry = NULL;
-            __atomic_store_n(&w->mc->wake_when, 0, __ATOMIC_RELEASE);
+            wq_remove(mc);      /* its reference goes to the callback */
             pthread_mutex_unlock(&wq_lock);
-            if (ap_mpm_register_timed_callback(0, async_cb, w->mc)
+            if (ap_mpm_register_timed_callback(0, async_cb, mc)
                 != APR_SUCCESS) {
-                mws_conn_release(w->mc);
+                mws_conn_release(mc);
             }
-            free(w);
             pthread_mutex_lock(&wq_lock);
         }
     }
@@ -208,21 +271,19 @@ static void *APR_THREAD_FUNC wq_main(apr_thread_t *thd, void *data)
 /* Give back the references that wake-ups still hold (child exit). */
 static void wq_drain(void)
 {
-    mws_wakeup *w;
+    mws_conn *mc;
 
     for (;;) {
         pthread_mutex_lock(&wq_lock);
-        w = wq ? apr_skiplist_pop(wq, NULL) : NULL;
-        if (w) {
-            w->mc->wake_entry = NULL;
-            __atomic_store_n(&w->mc->wake_when, 0, __ATOMIC_RELEASE);
+        mc = wq_n ? wq_heap[0] : NULL;
+        if (mc) {
+            wq_remove(mc);
         }
         pthread_mutex_unlock(&wq_lock);
-        if (!w) {
+        if (!mc) {
             return;
         }
-        mws_conn_release(w->mc);
-        free(w);
+        mws_conn_release(mc);
     }
 }
 
@@ -230,19 +291,16 @@ static void wq_drain(void)
  * than keeping the connection's memory until it is due. */
 void mws_park_forget(mws_conn *mc)
 {
-    mws_wakeup *w;
+    int had;
 
     pthread_mutex_lock(&wq_lock);
-    w = mc->wake_entry;
-    if (w) {
-        apr_skiplist_remove(wq, w, NULL);
-        mc->wake_entry = NULL;
-        __atomic_store_n(&mc->wake_when, 0, __ATOMIC_RELEASE);
+    had = mc->wake_idx != 0;
+    if (had) {
+        wq_remove(mc);
     }
     pthread_mutex_unlock(&wq_lock);
-    if (w) {
+    if (had) {
         mws_conn_release(mc);
-        free(w);
     }
 }
 
@@ -260,10 +318,9 @@ static apr_status_t wq_child_exit(void *unused)
     }
     wq_drain();
     pthread_mutex_lock(&wq_lock);
-    if (wq) {
-        apr_skiplist_destroy(wq, NULL);
-        wq = NULL;
-    }
+    free(wq_heap);
+    wq_heap = NULL;
+    wq_n = wq_cap = 0;
     pthread_mutex_unlock(&wq_lock);
     return APR_SUCCESS;
 }
@@ -272,23 +329,11 @@ static apr_status_t wq_start(apr_pool_t *pchild)
 {
     apr_status_t rv;
 
-    /* no pool: with one, APR 1.7's skiplist looks for a free node by
-     * walking every node it ever made, which with thousands of parked
-     * connections makes each insert and remove a long scan */
-    rv = apr_skiplist_init(&wq, NULL);
-    if (rv != APR_SUCCESS) {
-        return rv;
-    }
-    apr_skiplist_set_compare(wq, wq_cmp, wq_cmp);
     wq_stop = 0;
     rv = apr_thread_create(&wq_thread, NULL, wq_main, NULL, pchild);
     if (rv == APR_SUCCESS) {
         apr_pool_cleanup_register(pchild, NULL, wq_child_exit,
                                   apr_pool_cleanup_null);
-    }
-    else {
-        apr_skiplist_destroy(wq, NULL);
-        wq = NULL;
     }
     return rv;
 }
@@ -298,7 +343,7 @@ static apr_status_t wq_start(apr_pool_t *pchild)
 static void async_schedule_locked(mws_conn *mc, apr_time_t when)
 {
     apr_time_t now, at;
-    mws_wakeup *w;
+    int fresh;
 
     if (!when) {
         return;
@@ -315,30 +360,29 @@ static void async_schedule_locked(mws_conn *mc, apr_time_t when)
         return;
     }
     pthread_mutex_lock(&wq_lock);
-    w = mc->wake_entry;
-    if (!wq || (w && w->when <= when)) {
+    if (wq_stop || (mc->wake_idx && mc->wake_when <= when)) {
         /* one at that time or earlier is coming, or the child exits */
         pthread_mutex_unlock(&wq_lock);
         return;
     }
-    if (w) {
-        apr_skiplist_remove(wq, w, NULL);   /* keeps its reference */
-    }
-    else if ((w = malloc(sizeof(*w))) != NULL) {
-        ++mc->refs;
-        w->mc = mc;
+    fresh = !mc->wake_idx;
+    if (fresh) {
+        ++mc->refs;             /* the heap's */
     }
     else {
+        wq_remove(mc);          /* to move it earlier; keeps its reference */
+    }
+    __atomic_store_n(&mc->wake_when, when, __ATOMIC_RELEASE);
+    mc->wake_seq = ++wq_seq;
+    if (wq_add(mc) != 0) {
+        /* no memory for the heap: look now instead of later */
+        __atomic_store_n(&mc->wake_when, 0, __ATOMIC_RELEASE);
         pthread_mutex_unlock(&wq_lock);
+        --mc->refs;             /* the caller holds one too: never the last */
         async_register_locked(mc, 0);
         return;
     }
-    w->when = when;
-    w->seq = ++wq_seq;
-    apr_skiplist_insert(wq, w);
-    mc->wake_entry = w;
-    __atomic_store_n(&mc->wake_when, when, __ATOMIC_RELEASE);
-    if (apr_skiplist_peek(wq) == w) {
+    if (wq_heap[0] == mc) {
         pthread_cond_signal(&wq_cond);  /* it is the first now */
     }
     pthread_mutex_unlock(&wq_lock);

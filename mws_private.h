@@ -181,8 +181,11 @@ struct mws_conn {
     int io_waiters;
     int cb_pending;              /* an immediate callback is registered      */
     int work_pending;            /* queued while owned: look before parking  */
-    struct mws_wakeup *wake_entry;  /* its pending wake-up (wq_lock)        */
-    apr_time_t wake_when;        /* and when it is due, 0: none (atomic)   */
+    /* its pending wake-up (mws_park.c, wq_lock; wake_when also read
+     * atomically without it) */
+    apr_time_t wake_when;        /* when it is due, 0: none                 */
+    apr_uint64_t wake_seq;       /* ties: the order of scheduling           */
+    size_t wake_idx;             /* its place in the heap + 1, 0: none      */
 
     /* owned by the connection's thread, no lock needed */
     struct mws_drive *dv;
