@@ -540,6 +540,42 @@ static apr_size_t write_room(mws_drive *dv, int refresh)
     return dv->sndbuf / 4;
 }
 
+/*
+ * What a careful write may pass now.  Only our writes fill the socket's
+ * send buffer (the client's reads only empty it), so what poll() last
+ * found free, less what we wrote since, is still free: the socket is asked
+ * again only when that credit runs out, not before every write.  Each
+ * write is charged its bytes and MWS_WRITE_OVERHEAD for the kernel's
+ * per-packet memory; a write that is not careful ends the credit.
+ */
+#define MWS_WRITE_OVERHEAD 1024
+
+static apr_size_t careful_room(mws_drive *dv, int refresh)
+{
+    apr_size_t room;
+
+    if (!refresh && dv->write_credit > MWS_WRITE_OVERHEAD) {
+        return dv->write_credit - MWS_WRITE_OVERHEAD;
+    }
+    room = write_room(dv, refresh);
+    if (room == (apr_size_t)-1 || room <= MWS_WRITE_OVERHEAD) {
+        dv->write_credit = 0;
+        return room;            /* unknown, none, or only a little */
+    }
+    dv->write_credit = room;
+    return room - MWS_WRITE_OVERHEAD;
+}
+
+static void charge_write(mws_drive *dv, int careful, apr_size_t bytes)
+{
+    if (!careful || dv->write_credit <= bytes + MWS_WRITE_OVERHEAD) {
+        dv->write_credit = 0;
+    }
+    else {
+        dv->write_credit -= bytes + MWS_WRITE_OVERHEAD;
+    }
+}
+
 /* When to try again to write to a client whose socket was full: soon at
  * first, then less and less often (2 ms doubling up to 100 ms).  Nothing
  * but time tells a parked connection that its client read: the MPM polls
@@ -597,7 +633,7 @@ static apr_status_t flush_out(mws_drive *dv, int careful)
         return APR_SUCCESS;
     }
     careful = careful || dv->write_blocked;
-    if (careful && !(room = write_room(dv, 0))) {
+    if (careful && !(room = careful_room(dv, 0))) {
         dv->write_blocked = 1;
         return APR_EAGAIN;
     }
@@ -631,6 +667,7 @@ static apr_status_t flush_out(mws_drive *dv, int careful)
                                 apr_bucket_flush_create(dv->c->bucket_alloc));
         rv = ap_pass_brigade(dv->c->output_filters, dv->bb_out);
         apr_brigade_cleanup(dv->bb_out);
+        charge_write(dv, careful, bytes);
         while (keep && keep->off == keep->len) {
             o = keep;
             keep = o->next;
@@ -645,7 +682,7 @@ static apr_status_t flush_out(mws_drive *dv, int careful)
             dv->close_deadline = apr_time_now() + mc->limits.close_timeout;
         }
         if (keep && careful) {
-            room = write_room(dv, 1);   /* did the client read meanwhile? */
+            room = careful_room(dv, 1); /* did the client read meanwhile? */
         }
     }
     if (keep) {
