@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 
 #include "apr_strings.h"
@@ -1225,6 +1226,8 @@ static void drive_blocking(mws_drive *dv)
     apr_int32_t nfired;
     apr_status_t rv;
     apr_interval_time_t wait;
+    sigset_t stop_sigs, old_sigs;
+    int masked = 0;
 
     apr_pool_create(&p, dv->c->pool);
     apr_pool_tag(p, "mws_poll");
@@ -1253,6 +1256,18 @@ static void drive_blocking(mws_drive *dv)
     mc->pollset = ps;
     pthread_mutex_unlock(&mc->lock);
 
+    /* prefork ends a child from the handler of SIGTERM or SIGHUP, which
+     * runs the child pool's cleanups (our on_close reports, the
+     * handlers' shutdown) on this thread: if the signal came while a pass
+     * held a connection's lock, or was inside malloc, the child hung
+     * there until httpd killed it.  The passes run with those signals
+     * blocked; they arrive while we wait in poll(). */
+    if (mws_single_threaded) {
+        sigemptyset(&stop_sigs);
+        sigaddset(&stop_sigs, SIGTERM);
+        sigaddset(&stop_sigs, SIGHUP);
+        masked = pthread_sigmask(SIG_BLOCK, &stop_sigs, &old_sigs) == 0;
+    }
     while (!mws_drive_pass(dv, 1)) {
         if (mws_single_threaded && !mc->close_queued && server_stopping()) {
             /* prefork's graceful stop is a signal that may come while we
@@ -1266,7 +1281,13 @@ static void drive_blocking(mws_drive *dv)
             wait = dv->next_wake > now ? dv->next_wake - now : 0;
         }
         mws_polling_drive = dv;
+        if (masked) {
+            pthread_sigmask(SIG_SETMASK, &old_sigs, NULL);
+        }
         rv = apr_pollset_poll(ps, wait, &nfired, &fired);
+        if (masked) {
+            pthread_sigmask(SIG_BLOCK, &stop_sigs, NULL);
+        }
         mws_polling_drive = NULL;
         ap_log_cerror(APLOG_MARK, APLOG_TRACE6, rv, dv->c,
                       "ws(%" APR_UINT64_T_FMT "): poll(%" APR_TIME_T_FMT
@@ -1284,6 +1305,9 @@ static void drive_blocking(mws_drive *dv)
     pthread_mutex_unlock(&mc->lock);
     mws_drive_finish(dv);
     apr_pool_destroy(p);
+    if (masked) {
+        pthread_sigmask(SIG_SETMASK, &old_sigs, NULL);
+    }
 }
 
 
