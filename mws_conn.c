@@ -80,21 +80,48 @@ mws_conn *mws_conn_retain(mws_conn *mc)
     return mc;
 }
 
+/* One block: `head` bytes for the caller's struct, then the frame
+ * (header and payload); *flen is the frame's length.  NULL: no memory. */
+static void *frame_block(size_t head, int fin, ws_opcode op,
+                         const void *data, size_t len, size_t *flen)
+{
+    uint8_t hdr[WS_MAX_FRAME_HEADER];
+    size_t hlen = ws_frame_header(hdr, fin, 0, op, len, NULL);
+    uint8_t *p = malloc(head + hlen + len);
+
+    if (!p) {
+        return NULL;
+    }
+    memcpy(p + head, hdr, hlen);
+    if (len) {
+        memcpy(p + head + hlen, data, len);
+    }
+    *flen = hlen + len;
+    return p;
+}
+
+/* A queue entry for the frame at bytes (ours, or in shared). */
+static void out_init(mws_out *o, const uint8_t *bytes, size_t len,
+                     int is_close, mws_shared *shared)
+{
+    o->next = NULL;
+    o->len = len;
+    o->off = 0;
+    o->is_close = is_close;
+    o->bytes = bytes;
+    o->shared = shared;
+}
+
 mws_shared *mws_shared_frame(mws_msg_type type, const void *data,
                              size_t len)
 {
-    uint8_t hdr[WS_MAX_FRAME_HEADER];
-    size_t hlen = ws_frame_header(hdr, 1, 0, (ws_opcode)type, len, NULL);
-    mws_shared *sh = malloc(sizeof(*sh) + hlen + len);
+    size_t flen;
+    mws_shared *sh = frame_block(sizeof(*sh), 1, (ws_opcode)type, data, len,
+                                 &flen);
 
-    if (!sh) {
-        return NULL;
-    }
-    sh->refs = 1;
-    sh->len = hlen + len;
-    memcpy(MWS_SHARED_BYTES(sh), hdr, hlen);
-    if (len) {
-        memcpy(MWS_SHARED_BYTES(sh) + hlen, data, len);
+    if (sh) {
+        sh->refs = 1;
+        sh->len = flen;
     }
     return sh;
 }
@@ -220,22 +247,11 @@ static void wake_locked(mws_conn *mc, int *claim)
 static mws_out *frame_new(int fin, ws_opcode op, const void *data,
                           size_t len, int is_close)
 {
-    uint8_t hdr[WS_MAX_FRAME_HEADER];
-    size_t hlen = ws_frame_header(hdr, fin, 0, op, len, NULL);
-    mws_out *o = malloc(sizeof(*o) + hlen + len);
+    size_t flen;
+    mws_out *o = frame_block(sizeof(*o), fin, op, data, len, &flen);
 
-    if (!o) {
-        return NULL;
-    }
-    o->next = NULL;
-    o->len = hlen + len;
-    o->off = 0;
-    o->is_close = is_close;
-    o->bytes = MWS_OUT_BYTES(o);
-    o->shared = NULL;
-    memcpy(MWS_OUT_BYTES(o), hdr, hlen);
-    if (len) {
-        memcpy(MWS_OUT_BYTES(o) + hlen, data, len);
+    if (o) {
+        out_init(o, MWS_OUT_BYTES(o), flen, is_close, NULL);
     }
     return o;
 }
@@ -304,21 +320,15 @@ static int queue_out(mws_conn *mc, mws_out *o, int fin, ws_opcode op,
     return MWS_OK;
 }
 
-static int queue_frame(mws_conn *mc, int fin, ws_opcode op,
-                       const void *data, size_t len, int kind, int *claim)
+int mws_queue_frame(mws_conn *mc, int fin, ws_opcode op, const void *data,
+                    size_t len, int kind)
 {
     mws_out *o = frame_new(fin, op, data, len, op == WS_OP_CLOSE);
 
     if (!o) {
         return MWS_ERR_NOMEM;
     }
-    return queue_out(mc, o, fin, op, data, len, kind, claim);
-}
-
-int mws_queue_frame(mws_conn *mc, int fin, ws_opcode op, const void *data,
-                    size_t len, int kind)
-{
-    return queue_frame(mc, fin, op, data, len, kind, NULL);
+    return queue_out(mc, o, fin, op, data, len, kind, NULL);
 }
 
 /* A whole message of a broadcast, built once (mws_shared_frame): mc's
@@ -334,12 +344,7 @@ int mws_queue_shared_claim(mws_conn *mc, mws_msg_type type,
         return MWS_ERR_NOMEM;
     }
     __atomic_add_fetch(&sh->refs, 1, __ATOMIC_RELAXED);
-    o->next = NULL;
-    o->len = sh->len;
-    o->off = 0;
-    o->is_close = 0;
-    o->bytes = MWS_SHARED_BYTES(sh);
-    o->shared = sh;
+    out_init(o, MWS_SHARED_BYTES(sh), sh->len, 0, sh);
     return queue_out(mc, o, 1, (ws_opcode)type, NULL, 0, MWS_Q_WHOLE, claim);
 }
 
@@ -509,7 +514,7 @@ static void sub_queued(mws_conn *mc, size_t bytes)
  * reports POLLOUT once at least a third of the buffer is free; a quarter
  * of it, in payload bytes, leaves room for the kernel's per-packet
  * overhead and TLS records. */
-static apr_size_t write_room(mws_drive *dv, int refresh)
+static apr_size_t write_room(mws_drive *dv)
 {
     apr_socket_t *sock = ap_get_conn_socket(dv->c);
     apr_os_sock_t fd;
@@ -529,16 +534,12 @@ static apr_size_t write_room(mws_drive *dv, int refresh)
     if (!(pfd.revents & POLLOUT)) {
         return 0;
     }
-    /* the kernel grows the buffer as the connection goes: look again when
-     * what we had did not fit */
-    if (refresh || !dv->sndbuf) {
-        if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &slen) != 0
-            || sndbuf < 8 * 1024) {
-            sndbuf = 8 * 1024;
-        }
-        dv->sndbuf = (apr_size_t)sndbuf;
+    /* asked each time: the kernel grows the buffer as the connection goes */
+    if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &slen) != 0
+        || sndbuf < 8 * 1024) {
+        sndbuf = 8 * 1024;
     }
-    return dv->sndbuf / 4;
+    return (apr_size_t)sndbuf / 4;
 }
 
 /*
@@ -551,14 +552,14 @@ static apr_size_t write_room(mws_drive *dv, int refresh)
  */
 #define MWS_WRITE_OVERHEAD 1024
 
-static apr_size_t careful_room(mws_drive *dv, int refresh)
+static apr_size_t careful_room(mws_drive *dv)
 {
     apr_size_t room;
 
-    if (!refresh && dv->write_credit > MWS_WRITE_OVERHEAD) {
+    if (dv->write_credit > MWS_WRITE_OVERHEAD) {
         return dv->write_credit - MWS_WRITE_OVERHEAD;
     }
-    room = write_room(dv, refresh);
+    room = write_room(dv);
     if (room == (apr_size_t)-1 || room <= MWS_WRITE_OVERHEAD) {
         dv->write_credit = 0;
         return room;            /* unknown, none, or only a little */
@@ -634,7 +635,7 @@ static apr_status_t flush_out(mws_drive *dv, int careful)
         return APR_SUCCESS;
     }
     careful = careful || dv->write_blocked;
-    if (careful && !(room = careful_room(dv, 0))) {
+    if (careful && !(room = careful_room(dv))) {
         dv->write_blocked = 1;
         return APR_EAGAIN;
     }
@@ -683,7 +684,8 @@ static apr_status_t flush_out(mws_drive *dv, int careful)
             dv->close_deadline = apr_time_now() + mc->limits.close_timeout;
         }
         if (keep && careful) {
-            room = careful_room(dv, 1); /* did the client read meanwhile? */
+            /* the credit is spent: did the client read meanwhile? */
+            room = careful_room(dv);
         }
     }
     if (keep) {

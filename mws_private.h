@@ -223,7 +223,6 @@ typedef struct mws_drive {
     int upgrade_eos_seen;       /* HTTP/2: the request body's EOS passed  */
     int input_drains;           /* a short read means nothing is left     */
     int write_blocked;          /* the client's socket took not all of it */
-    apr_size_t sndbuf;          /* its SO_SNDBUF when we last asked       */
     apr_size_t write_credit;    /* surely free in it (careful_room)       */
     apr_interval_time_t write_backoff;  /* until we try again            */
     apr_time_t drain_deadline;  /* done, but the last frames wait        */
