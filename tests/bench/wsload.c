@@ -671,6 +671,16 @@ typedef struct {
     double cpu_s;           /* user + system time of the tree so far */
 } tree_stats;
 
+/* user + system seconds of this process so far */
+static double self_cpu_s(void)
+{
+    struct rusage ru;
+
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6
+           + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+}
+
 /* user + system seconds of a process (all its threads), or 0 */
 static double read_cpu(pid_t pid)
 {
@@ -1947,10 +1957,8 @@ static int run_broadcast(void)
 {
     int open, i;
     uint64_t t;
-    double secs, wall, self0, self1;
+    double secs, wall, load_cpu;
     tree_stats before, during, m0;
-    struct rusage ru;
-    uint64_t t0;
 
     alloc_conns(opt.receivers + 1);
     bc.sent_ts = xcalloc((size_t)opt.messages + 1, sizeof(uint64_t));
@@ -1987,21 +1995,16 @@ static int run_broadcast(void)
     /* CPU time of the server and of this process over the measured
      * phase: a load generator near 100% caps every server alike */
     m0 = server_stats();
-    getrusage(RUSAGE_SELF, &ru);
-    self0 = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6
-          + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
-    t0 = now_ns();
-    bc.measuring = 1;
+    load_cpu = self_cpu_s();
     t = now_ns();
+    bc.measuring = 1;
     loop(t + (uint64_t)((opt.messages / (opt.rate > 0 ? opt.rate : 1.0) +
                          opt.msg_timeout * (opt.rate > 0 ? 1 : opt.messages))
                         * 1e9) + 10000000000ull,
          bcast_done, bcast_tick, 1);
     bc.measuring = 0;
-    getrusage(RUSAGE_SELF, &ru);
-    self1 = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6
-          + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
-    wall = (double)(now_ns() - t0) / 1e9;
+    load_cpu = self_cpu_s() - load_cpu;
+    wall = (double)(now_ns() - t) / 1e9;
     during = server_stats();
     secs = bc.last_delivery > bc.first_send
          ? (double)(bc.last_delivery - bc.first_send) / 1e9 : 0;
@@ -2026,8 +2029,7 @@ static int run_broadcast(void)
                during.cpu_s - m0.cpu_s,
                bc.deliveries ? (during.cpu_s - m0.cpu_s) * 1e6
                                / (double)bc.deliveries : 0);
-    printf(" load_cpu_pct=%.0f", wall > 0 ? 100.0 * (self1 - self0) / wall
-                                          : 0);
+    printf(" load_cpu_pct=%.0f", wall > 0 ? 100.0 * load_cpu / wall : 0);
     print_common();
     printf(" ok=%d\n", open == opt.receivers && bc.incomplete == 0 &&
            bc.completed == opt.messages && st.proto_err == 0);
