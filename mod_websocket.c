@@ -104,6 +104,7 @@ static int pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
     mws_dsos = apr_hash_make(pconf);
     mws_instances = apr_array_make(pconf, 4, sizeof(mws_instance *));
     mws_limits_pre_config();
+    mws_reassembly_limit = MWS_DEFAULT_REASSEMBLY;
     return OK;
 }
 
@@ -274,6 +275,20 @@ static const char *cmd_time(cmd_parms *cmd, void *dconf, const char *arg)
                                                     close_timeout), field);
 }
 
+/* WebSocketMaxReassemblyMemory: one value for the whole server. */
+static const char *cmd_reassembly(cmd_parms *cmd, void *dconf,
+                                  const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    apr_off_t v;
+
+    if (err || (err = parse_size(cmd, arg, &v)) != NULL) {
+        return err;
+    }
+    mws_reassembly_limit = (apr_size_t)v;
+    return NULL;
+}
+
 static const char *cmd_max_conns(cmd_parms *cmd, void *dconf,
                                  const char *arg)
 {
@@ -389,6 +404,11 @@ static const command_rec mws_cmds[] = {
     AP_INIT_TAKE1("WebSocketCloseTimeout", cmd_time,
                   DCONF_OFF(close_timeout), DCONF, "seconds to wait for the "
                   "peer's close frame after ours (default 5)"),
+    AP_INIT_TAKE1("WebSocketMaxReassemblyMemory", cmd_reassembly, NULL,
+                  RSRC_CONF, "memory that unfinished fragmented messages may "
+                  "hold in one child process, all connections together "
+                  "(default 64M); a message that would go beyond is closed "
+                  "with 1008"),
     AP_INIT_TAKE1("WebSocketMaxConnections", cmd_max_conns, NULL, DCONF,
                   "open WebSockets allowed in this section, all child "
                   "processes together; more are refused with 503 (0: no "

@@ -186,6 +186,8 @@ static void conn_kill(mws_conn *mc)
         free(t);
     }
     mc->timers = NULL;
+    mc->pong = NULL;
+    mc->pongs = 0;
     outq_free(&mc->out);
     outq_free(&mc->held);
     __atomic_store_n(&mc->queued, 0, __ATOMIC_RELAXED);
@@ -196,6 +198,19 @@ static void conn_kill(mws_conn *mc)
 }
 
 /* ---- the send queue --------------------------------------------------- */
+
+/* Written bytes leave the queue's count, which never goes below zero
+ * (an overflow resets it while frames are on their way). */
+static void sub_queued(mws_conn *mc, size_t bytes)
+{
+    size_t cur = __atomic_load_n(&mc->queued, __ATOMIC_RELAXED), next;
+
+    do {
+        next = cur > bytes ? cur - bytes : 0;
+    } while (!__atomic_compare_exchange_n(&mc->queued, &cur, next, 0,
+                                          __ATOMIC_RELAXED,
+                                          __ATOMIC_RELAXED));
+}
 
 static void outq_push(mws_outq *q, mws_out *o)
 {
@@ -291,6 +306,10 @@ static int queue_out(mws_conn *mc, mws_out *o, int fin, ws_opcode op,
     }
     else {
         outq_push(&mc->out, o);
+        if (op == WS_OP_PONG) {
+            mc->pong = o;       /* a newer ping's reply may replace it */
+            ++mc->pongs;
+        }
         if (kind == MWS_Q_PART && fin) {
             mc->part_open = 0;
             outq_append(&mc->out, &mc->held);
@@ -320,10 +339,67 @@ static int queue_out(mws_conn *mc, mws_out *o, int fin, ws_opcode op,
     return MWS_OK;
 }
 
+/*
+ * Answer a ping.  RFC 6455 (5.5.3) lets an endpoint that received several
+ * pings answer only the latest.  Up to MWS_MAX_PENDING_PONGS pongs wait for
+ * the writer (a burst of pings, as conformance suites send, gets all its
+ * answers); past that, the newest waiting pong is rewritten in place with
+ * the newer payload, so a client that pings and never reads the pongs holds
+ * a few control frames here, not one per ping.  Pongs have room for the
+ * largest control payload for that reason.
+ */
+#define MWS_MAX_PENDING_PONGS 16
+
+static int queue_pong(mws_conn *mc, const void *data, size_t len)
+{
+    uint8_t hdr[WS_MAX_FRAME_HEADER];
+    size_t hlen, old;
+    mws_out *o;
+
+    if (len > WS_MAX_CONTROL_PAYLOAD) {
+        return MWS_ERR_INVALID;         /* the parser never gives one */
+    }
+    hlen = ws_frame_header(hdr, 1, 0, WS_OP_PONG, len, NULL);
+    pthread_mutex_lock(&mc->lock);
+    if ((o = mc->pong) != NULL && mc->pongs >= MWS_MAX_PENDING_PONGS
+        && mc->state != MWS_ST_DEAD && !mc->close_queued) {
+        old = o->len;
+        memcpy(MWS_OUT_BYTES(o), hdr, hlen);
+        if (len) {
+            memcpy(MWS_OUT_BYTES(o) + hlen, data, len);
+        }
+        o->len = hlen + len;
+        if (o->len >= old) {
+            __atomic_add_fetch(&mc->queued, o->len - old, __ATOMIC_RELAXED);
+        }
+        else {
+            sub_queued(mc, old - o->len);
+        }
+        pthread_mutex_unlock(&mc->lock);
+        return MWS_OK;
+    }
+    pthread_mutex_unlock(&mc->lock);
+    o = malloc(sizeof(*o) + WS_MAX_FRAME_HEADER + WS_MAX_CONTROL_PAYLOAD);
+    if (!o) {
+        return MWS_ERR_NOMEM;
+    }
+    memcpy(MWS_OUT_BYTES(o), hdr, hlen);
+    if (len) {
+        memcpy(MWS_OUT_BYTES(o) + hlen, data, len);
+    }
+    out_init(o, MWS_OUT_BYTES(o), hlen + len, 0, NULL);
+    return queue_out(mc, o, 1, WS_OP_PONG, data, len, MWS_Q_CONTROL, NULL);
+}
+
 int mws_queue_frame(mws_conn *mc, int fin, ws_opcode op, const void *data,
                     size_t len, int kind)
 {
-    mws_out *o = frame_new(fin, op, data, len, op == WS_OP_CLOSE);
+    mws_out *o;
+
+    if (op == WS_OP_PONG) {
+        return queue_pong(mc, data, len);
+    }
+    o = frame_new(fin, op, data, len, op == WS_OP_CLOSE);
 
     if (!o) {
         return MWS_ERR_NOMEM;
@@ -392,26 +468,34 @@ mws_timer *mws_timer_add(mws_conn *mc, unsigned ms, int periodic,
         free(t);
         return NULL;
     }
+    t->id = ++mc->timer_seq;
     timer_insert_locked(mc, t);
     wake_locked(mc, NULL);
     pthread_mutex_unlock(&mc->lock);
-    return t;
+    /* The handler holds the id, not the address: a timer that ended is
+     * freed, and a later one may get its address, which must not make an
+     * old handle cancel the new timer. */
+    return (mws_timer *)(uintptr_t)t->id;
 }
 
-int mws_timer_cancel(mws_conn *mc, mws_timer *t)
+int mws_timer_cancel(mws_conn *mc, mws_timer *handle)
 {
-    struct mws_timer **pp;
+    struct mws_timer **pp, *t;
+    uint64_t id = (uint64_t)(uintptr_t)handle;
     int rv = MWS_ERR_NOTFOUND;
 
+    if (!id) {
+        return rv;
+    }
     pthread_mutex_lock(&mc->lock);
-    if (t && t == mc->running && !mc->running_cancelled) {
+    if (mc->running && mc->running->id == id && !mc->running_cancelled) {
         mc->running_cancelled = 1;
         rv = MWS_OK;
     }
     else {
-        /* compare pointers only: t may be a timer that already ended */
         for (pp = &mc->timers; *pp; pp = &(*pp)->next) {
-            if (*pp == t) {
+            if ((*pp)->id == id) {
+                t = *pp;
                 *pp = t->next;
                 free(t);
                 rv = MWS_OK;
@@ -493,19 +577,6 @@ static void fail(mws_drive *dv, unsigned code, const char *why)
     set_close_info(dv, (int)code, why, strlen(why));
     mws_queue_close(dv->mc, code, why);
     dv->done = 1;
-}
-
-/* Written bytes leave the queue's count, which never goes below zero
- * (an overflow resets it while frames are on their way). */
-static void sub_queued(mws_conn *mc, size_t bytes)
-{
-    size_t cur = __atomic_load_n(&mc->queued, __ATOMIC_RELAXED), next;
-
-    do {
-        next = cur > bytes ? cur - bytes : 0;
-    } while (!__atomic_compare_exchange_n(&mc->queued, &cur, next, 0,
-                                          __ATOMIC_RELAXED,
-                                          __ATOMIC_RELAXED));
 }
 
 /* How much a write may pass to the filters now without waiting: 0 when
@@ -642,6 +713,8 @@ static apr_status_t flush_out(mws_drive *dv, int careful)
     pthread_mutex_lock(&mc->lock);
     keep = mc->out.head;
     mc->out.head = mc->out.tail = NULL;
+    mc->pong = NULL;                    /* ours now: not to be rewritten */
+    mc->pongs = 0;
     pthread_mutex_unlock(&mc->lock);
 
     while (keep && room && rv == APR_SUCCESS) {
@@ -715,6 +788,65 @@ static void handler_failed(mws_drive *dv)
     fail(dv, WS_CLOSE_INTERNAL_ERROR, "handler error");
 }
 
+/*
+ * Reassembly buffers of unfinished messages.  A client can send the start
+ * of a large message and then only answer pings: the buffer would stay for
+ * as long as the connection lives.  Two bounds: all buffers of this child
+ * together stay under WebSocketMaxReassemblyMemory (a message that would
+ * go beyond closes its connection with 1008), and a message that makes no
+ * progress for httpd's Timeout closes with 1008 (check_idle).
+ */
+apr_size_t mws_reassembly_limit = MWS_DEFAULT_REASSEMBLY;
+static apr_size_t mws_reassembly_used;      /* atomic, this child */
+
+static void msg_free(mws_drive *dv)
+{
+    if (dv->msg_cap) {
+        __atomic_sub_fetch(&mws_reassembly_used, dv->msg_cap,
+                           __ATOMIC_RELAXED);
+    }
+    free(dv->msg);
+    dv->msg = NULL;
+    dv->msg_cap = 0;
+    dv->msg_open = 0;
+}
+
+/* Make room for `more` bytes; 0: the connection is failing. */
+static int msg_grow(mws_drive *dv, size_t more)
+{
+    size_t cap = dv->msg_cap ? dv->msg_cap : 4096;
+    size_t used;
+    uint8_t *m;
+
+    while (cap < dv->msg_len + more) {
+        cap *= 2;
+    }
+    used = __atomic_add_fetch(&mws_reassembly_used, cap - dv->msg_cap,
+                              __ATOMIC_RELAXED);
+    if (used > mws_reassembly_limit) {
+        __atomic_sub_fetch(&mws_reassembly_used, cap - dv->msg_cap,
+                           __ATOMIC_RELAXED);
+        ap_log_cerror(APLOG_MARK, APLOG_WARNING, 0, dv->c, MWS_LOGNO(00027)
+                      "ws(%" APR_UINT64_T_FMT "): unfinished messages of "
+                      "this process would hold more than "
+                      "WebSocketMaxReassemblyMemory (%" APR_SIZE_T_FMT
+                      " bytes): closing with 1008", (apr_uint64_t)dv->mc->id,
+                      mws_reassembly_limit);
+        fail(dv, WS_CLOSE_POLICY, "server busy: message too large now");
+        return 0;
+    }
+    m = realloc(dv->msg, cap);
+    if (!m) {
+        __atomic_sub_fetch(&mws_reassembly_used, cap - dv->msg_cap,
+                           __ATOMIC_RELAXED);
+        fail(dv, WS_CLOSE_TOO_BIG, "out of memory");
+        return 0;
+    }
+    dv->msg = m;
+    dv->msg_cap = cap;
+    return 1;
+}
+
 static void on_data(mws_drive *dv, const ws_event *ev)
 {
     mws_msg_type type = (ev->opcode == WS_OP_TEXT) ? MWS_TEXT : MWS_BINARY;
@@ -735,20 +867,11 @@ static void on_data(mws_drive *dv, const ws_event *ev)
     else {
         if (first) {
             dv->msg_len = 0;
+            dv->msg_open = 1;
         }
-        if (dv->msg_len + ev->len > dv->msg_cap) {
-            size_t cap = dv->msg_cap ? dv->msg_cap : 4096;
-            uint8_t *m;
-            while (cap < dv->msg_len + ev->len) {
-                cap *= 2;
-            }
-            m = realloc(dv->msg, cap);
-            if (!m) {
-                fail(dv, WS_CLOSE_TOO_BIG, "out of memory");
-                return;
-            }
-            dv->msg = m;
-            dv->msg_cap = cap;
+        dv->msg_progress = dv->now;
+        if (dv->msg_len + ev->len > dv->msg_cap && !msg_grow(dv, ev->len)) {
+            return;
         }
         if (ev->len) {
             memcpy(dv->msg + dv->msg_len, ev->data, ev->len);
@@ -757,11 +880,10 @@ static void on_data(mws_drive *dv, const ws_event *ev)
         if (!last) {
             return;
         }
+        dv->msg_open = 0;
         rc = deliver(dv, type, dv->msg, dv->msg_len);
         if (dv->msg_cap > 65536) {      /* do not keep a large buffer */
-            free(dv->msg);
-            dv->msg = NULL;
-            dv->msg_cap = 0;
+            msg_free(dv);
         }
     }
     if (rc != 0) {
@@ -843,14 +965,17 @@ static void process(mws_drive *dv, uint8_t *buf, size_t len)
  * that points into it is handled before the pass returns. */
 static __thread uint8_t mws_rbuf[MWS_READ_CHUNK];
 
-/* Read whatever is there without blocking.  Returns APR_EAGAIN when no
- * more is available now, APR_EOF when the peer is gone. */
+/* Read what is there without blocking, up to MWS_READ_PER_PASS: then
+ * dv->read_more says that more may wait (a client that sends faster than
+ * it reads must not make us queue replies without writing them).  Returns
+ * APR_EAGAIN when no more is available now, APR_EOF when the peer is gone. */
 static apr_status_t read_available(mws_drive *dv)
 {
     apr_status_t rv;
-    apr_size_t len;
+    apr_size_t len, total = 0;
     int eos;
 
+    dv->read_more = 0;
     for (;;) {
         rv = ap_get_brigade(dv->c->input_filters, dv->bb_in,
                             AP_MODE_READBYTES, APR_NONBLOCK_READ,
@@ -893,6 +1018,11 @@ static apr_status_t read_available(mws_drive *dv)
             return APR_EOF;
         }
         if (dv->done) {
+            return APR_SUCCESS;
+        }
+        total += len;
+        if (total >= MWS_READ_PER_PASS) {
+            dv->read_more = 1;
             return APR_SUCCESS;
         }
         if (len < MWS_READ_CHUNK && dv->input_drains) {
@@ -943,6 +1073,8 @@ static void check_overflow(mws_drive *dv)
             }
         }
         mc->out.head = mc->out.tail = keep;
+        mc->pong = NULL;
+        mc->pongs = 0;
         if (keep) {
             keep->next = NULL;
         }
@@ -979,6 +1111,22 @@ static apr_time_t check_idle(mws_drive *dv, apr_time_t now)
     if (mc->close_queued) {
         return 0;
     }
+    /* a client that keeps talking (pongs) while its message makes no
+     * progress; a silent one meets Timeout below (or the MPM's) */
+    if (dv->msg_open && dv->last_read > dv->msg_progress) {
+        apr_time_t stale_at = dv->msg_progress + dv->c->base_server->timeout;
+
+        if (now >= stale_at) {
+            ap_log_cerror(APLOG_MARK, APLOG_INFO, 0, dv->c, MWS_LOGNO(00028)
+                          "ws(%" APR_UINT64_T_FMT "): a message stayed "
+                          "unfinished for Timeout (%" APR_TIME_T_FMT " s): "
+                          "closing with 1008", (apr_uint64_t)mc->id,
+                          apr_time_sec(dv->c->base_server->timeout));
+            fail(dv, WS_CLOSE_POLICY, "message unfinished for too long");
+            return 0;
+        }
+        next = stale_at;
+    }
     if (dv->pong_deadline && now >= dv->pong_deadline) {
         ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, dv->c, MWS_LOGNO(00020)
                       "ws(%" APR_UINT64_T_FMT "): idle and no pong: closing "
@@ -995,7 +1143,9 @@ static apr_time_t check_idle(mws_drive *dv, apr_time_t now)
             mws_queue_frame(mc, 1, WS_OP_PING, NULL, 0, MWS_Q_CONTROL);
             dv->next_ping = now + l->ping_interval;
         }
-        next = dv->next_ping;
+        if (!next || dv->next_ping < next) {
+            next = dv->next_ping;
+        }
     }
     if (l->read_timeout) {
         apr_time_t dead_at = dv->last_read + l->read_timeout;
@@ -1045,6 +1195,7 @@ int mws_drive_pass(mws_drive *dv, int need_read)
     int careful = mc->async && !need_read;
 
     dv->now = apr_time_now();   /* one clock reading per pass */
+    dv->read_more = 0;
     for (;;) {
         check_overflow(dv);
         rv = flush_out(dv, careful);
@@ -1084,12 +1235,19 @@ int mws_drive_pass(mws_drive *dv, int need_read)
          * mostly cost a system call that says "would block". */
         if (need_read) {
             need_read = 0;
-            rv = read_available(dv);
-            if (rv != APR_EAGAIN && rv != APR_SUCCESS) {
-                return 1;       /* EOF or read error */
-            }
-            if (dv->done) {
-                continue;       /* flush our close, then leave */
+            /* a client that lets the queue grow past its cap is not read
+             * until the queue drains: TCP's back-pressure reaches it */
+            dv->read_paused = (apr_off_t)__atomic_load_n(&mc->queued,
+                                                         __ATOMIC_RELAXED)
+                              > mc->limits.max_queued;
+            if (!dv->read_paused) {
+                rv = read_available(dv);
+                if (rv != APR_EAGAIN && rv != APR_SUCCESS) {
+                    return 1;   /* EOF or read error */
+                }
+                if (dv->done) {
+                    continue;   /* flush our close, then leave */
+                }
             }
         }
         /* We are about to look at everything: what another thread adds
@@ -1209,8 +1367,7 @@ void mws_drive_finish(mws_drive *dv)
                   "ws(%" APR_UINT64_T_FMT "): closed with %d",
                   (apr_uint64_t)mc->id, dv->code);
     mws_conn_report_close(mc, dv->code, dv->reason, dv->reason_len);
-    free(dv->msg);
-    dv->msg = NULL;
+    msg_free(dv);
     ap_set_module_config(dv->c->conn_config, &websocket_module, NULL);
     dv->mc = NULL;
     mws_conn_release(mc);
@@ -1278,7 +1435,10 @@ static void drive_blocking(mws_drive *dv)
             continue;
         }
         wait = -1;
-        if (dv->next_wake) {
+        if (dv->read_more) {
+            wait = 0;           /* input may wait in a filter (TLS) */
+        }
+        else if (dv->next_wake) {
             apr_time_t now = apr_time_now();
             wait = dv->next_wake > now ? dv->next_wake - now : 0;
         }
@@ -1425,6 +1585,9 @@ static void alloc_trim(mws_drive *dv)
     apr_allocator_t *a = apr_pool_allocator_get(dv->c->pool);
     apr_memnode_t *n1, *n2;
 
+    if (!dv->msg_open) {
+        msg_free(dv);           /* a buffer kept for the next message */
+    }
     apr_allocator_max_free_set(a, 1);
     n1 = apr_allocator_alloc(a, 8000);
     n2 = apr_allocator_alloc(a, 8000);

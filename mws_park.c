@@ -493,6 +493,7 @@ static void ws_resume_connection(conn_rec *c, request_rec *r)
 static int ws_process_connection(conn_rec *c)
 {
     mws_drive *dv = conn_drive(c);
+    int finished;
 
     if (!dv || !dv->mc || !dv->mc->async || !c->cs) {
         return DECLINED;
@@ -502,13 +503,22 @@ static int ws_process_connection(conn_rec *c)
         async_take(dv->mc);     /* resume_connection normally did it */
     }
     mws_alloc_busy(dv);
-    if (dv->closing || mws_drive_pass(dv, 1)) {
+    do {
+        /* a pass reads a bounded amount and writes the replies; what is
+         * left may wait inside a filter (TLS), where the MPM's poll would
+         * not see it */
+        finished = dv->closing || mws_drive_pass(dv, 1);
+    } while (!finished && dv->read_more);
+    if (finished) {
         mws_drive_finish(dv);
         c->cs->state = CONN_STATE_LINGER;
         return OK;
     }
     c->cs->state = CONN_STATE_ASYNC_WAITIO;
-    c->cs->sense = CONN_SENSE_WANT_READ;
+    /* over its queue cap, the client is not read until it reads: wait for
+     * its socket to take more rather than for its input */
+    c->cs->sense = dv->read_paused ? CONN_SENSE_WANT_WRITE
+                                   : CONN_SENSE_WANT_READ;
     return OK;
 }
 

@@ -34,6 +34,10 @@ extern module AP_MODULE_DECLARE_DATA websocket_module;
 #define MWS_DEFAULT_CLOSE_TIMEOUT apr_time_from_sec(5)
 #define MWS_DEFAULT_MAX_QUEUED    (16 * 1024 * 1024)
 #define MWS_READ_CHUNK            (16 * 1024)
+/* at most this much input per pass: the replies to it get written before
+ * more is read */
+#define MWS_READ_PER_PASS         (4 * MWS_READ_CHUNK)
+#define MWS_DEFAULT_REASSEMBLY    ((apr_size_t)64 * 1024 * 1024)
 /* a parked WebSocket silent this long gives its read buffers back */
 #define MWS_TRIM_AFTER            apr_time_from_sec(1)
 
@@ -142,6 +146,7 @@ typedef enum {
 
 struct mws_timer {
     struct mws_timer *next;
+    uint64_t id;                 /* the handle handlers hold (never reused) */
     apr_time_t due;
     apr_interval_time_t period;  /* 0: one-shot                             */
     mws_timer_fn fn;
@@ -169,6 +174,11 @@ struct mws_conn {
     int close_queued;            /* our close frame is in out (or written)   */
     struct mws_timer *timers;    /* sorted by due                            */
     struct mws_timer *running;   /* the timer whose callback runs now        */
+    uint64_t timer_seq;          /* the last timer id given out              */
+    mws_out *pong;               /* the last pong not yet taken by the
+                                  * writer: past MWS_MAX_PENDING_PONGS, a
+                                  * newer ping's reply replaces it           */
+    unsigned pongs;              /* pongs waiting for the writer             */
     int running_cancelled;
     unsigned close_code;         /* the code of the close we queued          */
     char *close_reason;          /* and its reason (malloc'd), if any        */
@@ -217,6 +227,10 @@ typedef struct mws_drive {
     apr_bucket_brigade *bb_in, *bb_out;
     uint8_t *msg;               /* reassembly of a fragmented message     */
     size_t msg_len, msg_cap;
+    int msg_open;               /* a message is being reassembled in msg  */
+    apr_time_t msg_progress;    /* when its last piece arrived            */
+    int read_more;              /* a pass stopped reading at its budget   */
+    int read_paused;            /* the queue is over its cap: not read    */
     int done;                   /* finish after the next flush            */
     int closing;                /* parked: finished, waiting for the MPM  */
     int finished;
@@ -239,6 +253,10 @@ typedef struct mws_drive {
     apr_time_t next_wake;       /* when the driver must look again        */
     apr_time_t now;             /* the clock at the start of this pass    */
 } mws_drive;
+
+/* WebSocketMaxReassemblyMemory: what unfinished messages may hold in one
+ * child, all connections together (mws_conn.c) */
+extern apr_size_t mws_reassembly_limit;
 
 /* mws_conn.c: the pass both drivers run, its end, the last close frame */
 int mws_drive_pass(mws_drive *dv, int need_read);

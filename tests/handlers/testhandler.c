@@ -56,6 +56,11 @@
  *                       and sends "timer done RV1 RV2"
  *   oneshot MS [cancel] "oneshot fired" once (or cancelled at once)
  *   timerflood MS       a periodic timer sending "tick" until the end
+ *   stalecancel         a one-shot timer ends; a second one then adds a
+ *                       third (which may get the first's freed memory) and
+ *                       cancels the first's stale handle: "stalecancel RV
+ *                       reused=0|1" (RV must be MWS_ERR_NOTFOUND), then
+ *                       the third still sends "oneshot fired"
  *   sleep MS            block in on_message
  *   sendafterclose      a thread sends "tick" until it gets MWS_ERR_CLOSED,
  *                       then checks every host call on the dead connection
@@ -116,6 +121,7 @@ typedef struct t_conn {
     mws_timer *ptimer;
     int pfired, plimit;
     mws_timer *otimer;
+    mws_timer *stale;            /* stalecancel: the handle of an ended timer */
     /* streaming */
     int in_msg;
     uint64_t pieces, bytes, max_piece, order_errors;
@@ -952,6 +958,29 @@ static void oneshot_fired(mws_conn *c, void *arg)
     leave(tc);
 }
 
+static void stale_second(mws_conn *c, void *arg)
+{
+    t_conn *tc = enter(c, "stalecancel");
+    mws_timer *t;
+
+    if (tc) {
+        t = host->timer_add(c, 200, 0, oneshot_fired, NULL);
+        reply(c, "stalecancel %d reused=%d", host->timer_cancel(c, tc->stale),
+              t == tc->stale);
+    }
+    leave(tc);
+}
+
+static void stale_first(mws_conn *c, void *arg)
+{
+    t_conn *tc = enter(c, "stalecancel");
+
+    if (tc && !host->timer_add(c, 1, 0, stale_second, NULL)) {
+        reply(c, "stalecancel failed");
+    }
+    leave(tc);
+}
+
 static void flood_fired(mws_conn *c, void *arg)
 {
     t_conn *tc = enter(c, "timerflood");
@@ -1204,6 +1233,12 @@ static int command(t_conn *tc, mws_conn *c, const char *text, size_t len,
         }
         else {
             tc->otimer = t;
+        }
+    }
+    else if (!strcmp(cmd, "stalecancel")) {
+        tc->stale = host->timer_add(c, 1, 0, stale_first, NULL);
+        if (!tc->stale) {
+            reply(c, "stalecancel failed");
         }
     }
     else if (!strcmp(cmd, "timerflood")) {
