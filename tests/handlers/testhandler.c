@@ -72,6 +72,7 @@
  *                       writes "flood pid=P id=I ok=.. toobig=.. closed=..
  *                       other=.. ms=.." to LogFile (ms: how long the
  *                       sends took), then replies "flood done OK TOOBIG"
+ *                       (not with a third word "quiet")
  *
  * LogFile lines (one write(2) each, so children do not mix them):
  *   init pid=P name=N | shutdown pid=P live=N | open pid=P id=I path=...
@@ -851,6 +852,7 @@ typedef struct {
     uint64_t id;
     int count;
     size_t size;
+    int quiet;                   /* no "flood done" reply */
 } t_flood;
 
 static void *flood_main(void *arg)
@@ -888,14 +890,17 @@ static void *flood_main(void *arg)
     logline(f->inst, "flood pid=%d id=%" PRIu64 " ok=%lu toobig=%lu "
             "closed=%lu other=%lu ms=%ld", (int)getpid(), f->id, ok, toobig,
             closed, other, ms);
-    reply(f->c, "flood done %lu %lu", ok, toobig);
+    if (!f->quiet) {
+        reply(f->c, "flood done %lu %lu", ok, toobig);
+    }
     free(buf);
     host->release(f->c);
     free(f);
     return NULL;
 }
 
-static int start_flood(t_conn *tc, mws_conn *c, int count, int size)
+static int start_flood(t_conn *tc, mws_conn *c, int count, int size,
+                       int quiet)
 {
     t_flood *f;
     pthread_t tid;
@@ -912,6 +917,7 @@ static int start_flood(t_conn *tc, mws_conn *c, int count, int size)
     f->id = tc->id;
     f->count = count;
     f->size = (size_t)size;
+    f->quiet = quiet;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     if (pthread_create(&tid, &attr, flood_main, f) != 0) {
@@ -1272,7 +1278,7 @@ static int command(t_conn *tc, mws_conn *c, const char *text, size_t len,
         pthread_attr_destroy(&attr);
     }
     else if (!strcmp(cmd, "flood")) {
-        *rc = start_flood(tc, c, a1, a2);
+        *rc = start_flood(tc, c, a1, a2, strstr(arg, "quiet") != NULL);
     }
     else if (!strcmp(cmd, "badcalls")) {
         cmd_badcalls(c);

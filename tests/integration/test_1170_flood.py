@@ -20,8 +20,8 @@ import pytest
 
 import hardutil
 import wsclient
-from apiutil import (OP_TEXT, api_locations, cmd, events_path, prepare_events,
-                     require_test_handlers)
+from apiutil import (OP_BINARY, OP_TEXT, TEST_SO, api_locations, events_path,
+                     prepare_events, require_test_handlers)
 from conftest import MOD_ECHO
 from wsclient import OP_CLOSE, OP_CONT, OP_PING, OP_PONG, build_frame
 
@@ -38,6 +38,14 @@ LOCATIONS = """
     SetHandler websocket
     WebSocketHandler {echo}
 </Location>
+<Location /qcap>
+    SetHandler websocket
+    WebSocketHandler {so}
+    WebSocketHandlerOption LogFile {log}
+    WebSocketMaxQueuedBytes 256K
+    # a keep-alive ping into a queue over its cap would close with 1008
+    WebSocketPingInterval 30
+</Location>
 """
 
 MB = 1024 * 1024
@@ -48,7 +56,8 @@ def flood(env):
     require_test_handlers()
     prepare_events(env)
     env.restart(extra=EXTRA.format(timeout=TIMEOUT, reassembly=REASSEMBLY),
-                locations=api_locations(env, LOCATIONS.format(echo=MOD_ECHO)))
+                locations=api_locations(env, LOCATIONS.format(
+                    echo=MOD_ECHO, so=TEST_SO, log=events_path(env))))
     yield env
     env.restart()
 
@@ -64,13 +73,14 @@ def raw_ws(env, path="/echo", rcvbuf=None):
                                      conn=wsclient.Conn(s, 10))
 
 
-def ping_flood(env, total, stall=3.0, limit=30.0):
+def ping_flood(env, total, stall=3.0, limit=30.0, ws=None, keep_open=False):
     """Send `total` bytes of empty masked pings without ever reading; stop
     early when the server has not taken a byte for `stall` seconds.
-    Returns (bytes sent, peak RSS growth of the server in KiB)."""
+    Returns (bytes sent, peak RSS growth of the server in KiB, the RSS at
+    the start, the server's pids)."""
     pids = hardutil.httpd_pids(env)
     base = hardutil.rss_kib(pids)
-    ws = raw_ws(env, rcvbuf=4096)
+    ws = ws or raw_ws(env, rcvbuf=4096)
     sock = ws.conn.sock
     sock.setblocking(False)
     chunk = build_frame(OP_PING, b"") * 10000
@@ -99,7 +109,10 @@ def ping_flood(env, total, stall=3.0, limit=30.0):
                 last_progress = time.monotonic()
         peak = max(peak, hardutil.rss_kib(pids) - base)
     finally:
-        sock.close()
+        if keep_open:
+            sock.setblocking(True)
+        else:
+            sock.close()
     return sent, peak, base, pids
 
 
@@ -247,4 +260,33 @@ def test_mws_1170_05_stale_timer_handle(flood):
             got.append(f.payload.decode())
     assert got and got[0].startswith("stalecancel -6 "), got
     assert "oneshot fired" in got, got
+    ws.close()
+
+
+PUSH = 16 * MB
+
+
+def test_mws_1170_06_over_the_cap_is_not_read(flood):
+    """A connection whose queue is over WebSocketMaxQueuedBytes (one pushed
+    message larger than the cap) is not read until its client reads: the
+    client's own sends stall (TCP back-pressure) instead of being drained;
+    once it reads, everything arrives and the connection goes on."""
+    ws = raw_ws(flood, "/qcap", rcvbuf=4096)
+    # more than the socket buffers take (tcp_wmem's 4 MB), so most of it
+    # stays queued
+    assert ws.send_message(OP_TEXT, "flood 1 %d quiet" % PUSH)
+    time.sleep(0.3)              # the push is queued and partly written
+    sent, _, _, _ = ping_flood(flood, 20 * MB, stall=1.0, ws=ws, keep_open=True)
+    print("over the cap (%s): the server took %d bytes of pings" % (flood.mpm, sent))
+    assert sent < 12 * MB, "the server read %d bytes while over its queue cap" % sent
+    f = next_non_ping(ws, 20)
+    while f is not None and f.opcode == OP_PONG:
+        f = next_non_ping(ws, 20)
+    assert f is not None and f.opcode == OP_BINARY and len(f.payload) == PUSH, f
+    ws.sock_timeout = 10
+    assert ws.send_message(OP_TEXT, b"still here")
+    f = next_non_ping(ws, 20)
+    while f is not None and f.opcode == OP_PONG:
+        f = next_non_ping(ws, 20)
+    assert f is not None and f.opcode == OP_TEXT and f.payload == b"still here", f
     ws.close()
