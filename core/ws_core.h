@@ -224,6 +224,35 @@ size_t ws_base64_encode(const uint8_t *in, size_t len, char *out);
 /* returns decoded length or -1 when not canonical base64 */
 long ws_base64_decode(const char *in, size_t len, uint8_t *out, size_t cap);
 
+/* ---- origins and the address table's hash (ws_origin.c) ------------- */
+
+#define WS_ORIGIN_MAX_HOST 253   /* a DNS name's longest text form       */
+#define WS_ORIGIN_MAX_IPV6 45    /* characters between the brackets       */
+
+/* A serialized origin (RFC 6454 6.1): "http" or "https" (any case),
+ * "://", a host (a name or IPv4 address: labels of letters, digits, '-'
+ * and '_' joined by single dots; or an IPv6 literal in brackets), an
+ * optional ":port" (1-65535).  Nothing else: no userinfo, path, query,
+ * "null" or empty host.  host points into the input (brackets removed,
+ * case kept); port is the scheme's default (80, 443) when not given.
+ * With allow_wildcard, a name may start with "*." (wildcard is then 1 and
+ * host is what follows). */
+typedef struct ws_origin {
+    int https;                   /* 0: http                                */
+    int ipv6;                    /* host was in brackets                   */
+    int wildcard;                /* "*." removed from the front            */
+    const char *host;
+    size_t host_len;
+    unsigned port;
+} ws_origin;
+
+/* 0 and o filled, or -1 when s is not an origin as above. */
+int ws_origin_parse(const char *s, size_t len, int allow_wildcard,
+                    ws_origin *o);
+
+/* SipHash-2-4 of in under a 16-byte key (64-bit result). */
+uint64_t ws_siphash24(const uint8_t key[16], const uint8_t *in, size_t len);
+
 #ifdef __cplusplus
 }
 #endif

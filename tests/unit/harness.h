@@ -65,5 +65,6 @@ void test_utf8(void);
 void test_close(void);
 void test_frame(void);
 void test_handshake(void);
+void test_origin(void);
 
 #endif /* MWS_TESTS_UNIT_HARNESS_H */
