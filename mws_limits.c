@@ -10,6 +10,8 @@
  * are hashed into a fixed table; two addresses in one slot share a count,
  * which can only refuse early, never admit more than the cap.
  */
+#include <arpa/inet.h>
+
 #include "apr_shm.h"
 #include "apr_atomic.h"
 #include "apr_strings.h"
@@ -137,4 +139,64 @@ void mws_limits_release(mws_limit_hold *held)
         apr_atomic_dec32(&counts->addr[held->addr]);
         held->addr = -1;
     }
+}
+
+/* ---- addresses ----------------------------------------------------------- */
+
+static const unsigned char v4mapped[12] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff
+};
+
+int mws_addr16_parse(const char *text, unsigned char out[16])
+{
+    char buf[64];
+    const char *zone;
+    apr_size_t n;
+
+    if (!text) {
+        return 0;
+    }
+    zone = ap_strchr_c(text, '%');
+    n = zone ? (apr_size_t)(zone - text) : strlen(text);
+    if (n == 0 || n >= sizeof(buf)) {
+        return 0;
+    }
+    memcpy(buf, text, n);
+    buf[n] = '\0';
+    if (ap_strchr_c(buf, ':')) {
+        if (inet_pton(AF_INET6, buf, out) != 1) {
+            return 0;
+        }
+        return memcmp(out, v4mapped, 12) ? 6 : 4;
+    }
+    if (inet_pton(AF_INET, buf, out + 12) != 1) {
+        return 0;
+    }
+    memcpy(out, v4mapped, 12);
+    return 4;
+}
+
+int mws_addr16_sockaddr(const apr_sockaddr_t *sa, unsigned char out[16])
+{
+    if (sa->family == AF_INET) {
+        memcpy(out, v4mapped, 12);
+        memcpy(out + 12, &sa->sa.sin.sin_addr, 4);
+        return 4;
+    }
+#if APR_HAVE_IPV6
+    if (sa->family == AF_INET6) {
+        memcpy(out, &sa->sa.sin6.sin6_addr, 16);
+        return memcmp(out, v4mapped, 12) ? 6 : 4;
+    }
+#endif
+    return 0;
+}
+
+int mws_addr16_loopback(const unsigned char a[16])
+{
+    static const unsigned char one[16] = {
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1
+    };
+
+    return !memcmp(a, one, 16) || (!memcmp(a, v4mapped, 12) && a[12] == 127);
 }
