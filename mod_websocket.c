@@ -51,6 +51,37 @@ static void *create_dir_conf(apr_pool_t *p, char *dir)
 
 #define MERGE_VAL(f) d->f = (add->f != MWS_UNSET) ? add->f : base->f
 
+/* Server-level settings (WebSocketIPv6Prefix). */
+typedef struct {
+    int v6prefix;                /* MWS_UNSET: unset                       */
+} mws_srv_conf;
+
+static void *create_srv_conf(apr_pool_t *p, server_rec *s)
+{
+    mws_srv_conf *sc = apr_pcalloc(p, sizeof(*sc));
+
+    sc->v6prefix = MWS_UNSET;
+    return sc;
+}
+
+static void *merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
+{
+    mws_srv_conf *base = basev, *add = addv;
+    mws_srv_conf *d = apr_pcalloc(p, sizeof(*d));
+
+    MERGE_VAL(v6prefix);
+    return d;
+}
+
+int mws_v6prefix(const server_rec *s)
+{
+    const mws_srv_conf *sc = ap_get_module_config(s->module_config,
+                                                  &websocket_module);
+
+    return (sc && sc->v6prefix != MWS_UNSET) ? sc->v6prefix
+                                             : MWS_DEFAULT_V6PREFIX;
+}
+
 static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
 {
     mws_dir_conf *base = basev, *add = addv;
@@ -103,8 +134,7 @@ static int pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
 {
     mws_dsos = apr_hash_make(pconf);
     mws_instances = apr_array_make(pconf, 4, sizeof(mws_instance *));
-    mws_limits_pre_config();
-    return OK;
+    return mws_limits_pre_config(pconf);
 }
 
 /* Check what a handler says about itself before we accept it. */
@@ -288,12 +318,36 @@ static const char *cmd_max_conns(cmd_parms *cmd, void *dconf,
     }
     if (cmd->info) {            /* per client address */
         d->max_conns_addr = (int)v;
+        if (v > 0) {
+            mws_limits_addr_cap_used();
+        }
     }
     else {
         d->max_conns = (int)v;
         /* every section that sets it counts its own connections */
         d->max_conns_index = mws_limits_section_index();
     }
+    return NULL;
+}
+
+/* WebSocketIPv6Prefix bits: IPv6 clients are counted per this prefix */
+static const char *cmd_v6prefix(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    mws_srv_conf *sc = ap_get_module_config(cmd->server->module_config,
+                                            &websocket_module);
+    const char *err = ap_check_cmd_context(cmd, NOT_IN_HTACCESS);
+    char *end;
+    apr_int64_t v;
+
+    if (err) {
+        return err;
+    }
+    v = apr_strtoi64(arg, &end, 10);
+    if (end == arg || *end || v < 1 || v > 128) {
+        return apr_psprintf(cmd->pool, "WebSocketIPv6Prefix: '%s' is not a "
+                            "prefix length from 1 to 128", arg);
+    }
+    sc->v6prefix = (int)v;
     return NULL;
 }
 
@@ -425,6 +479,10 @@ static const command_rec mws_cmds[] = {
                   (void *)1, DCONF, "open WebSockets allowed from one "
                   "client address, server-wide; more are refused with 503 "
                   "(0: no limit, the default)"),
+    AP_INIT_TAKE1("WebSocketIPv6Prefix", cmd_v6prefix, NULL, RSRC_CONF,
+                  "IPv6 clients are counted per this many leading bits of "
+                  "their address by WebSocketMaxConnectionsPerAddress "
+                  "(1-128, default 64)"),
     AP_INIT_TAKE1("WebSocketDriver", cmd_driver, NULL, DCONF,
                   "'auto' (the default: idle connections wait without a "
                   "thread where the MPM allows it) or 'blocking' (a thread "
@@ -757,6 +815,7 @@ static void child_init(apr_pool_t *pchild, server_rec *s)
 
     mws_registry_init(pchild);
     mws_conn_child_init(pchild, s);
+    mws_limits_child_init(pchild, s);
     for (i = 0; i < mws_instances->nelts; ++i) {
         mws_instance *inst = APR_ARRAY_IDX(mws_instances, i, mws_instance *);
         const apr_array_header_t *opts = inst->dconf->options;
@@ -823,8 +882,8 @@ AP_DECLARE_MODULE(websocket) = {
     STANDARD20_MODULE_STUFF,
     create_dir_conf,
     merge_dir_conf,
-    NULL,
-    NULL,
+    create_srv_conf,
+    merge_srv_conf,
     mws_cmds,
     register_hooks
 #if defined(AP_MODULE_HAS_FLAGS)

@@ -102,11 +102,17 @@ void mws_limits_resolve(const mws_dir_conf *d, mws_limits *l);
 /* mws_limits.c: connection caps across child processes */
 typedef struct mws_limit_hold {
     int section;                 /* counter taken, or -1                   */
-    int addr;                    /* address slot taken, or -1              */
+    int addr;                    /* address count taken (>= 0), or -1      */
+    unsigned char addr_key[WS_ADDR_KEY];
 } mws_limit_hold;
 int mws_limits_section_index(void);
-void mws_limits_pre_config(void);
+void mws_limits_addr_cap_used(void);
+int mws_limits_pre_config(apr_pool_t *pconf);
 int mws_limits_post_config(apr_pool_t *pconf, server_rec *s);
+void mws_limits_child_init(apr_pool_t *pchild, server_rec *s);
+/* WebSocketIPv6Prefix of server s (the default applied) */
+int mws_v6prefix(const server_rec *s);
+#define MWS_DEFAULT_V6PREFIX 64
 int mws_limits_admit(request_rec *r, const mws_dir_conf *d,
                      mws_limit_hold *held);
 void mws_limits_release(mws_limit_hold *held);

@@ -253,6 +253,46 @@ int ws_origin_parse(const char *s, size_t len, int allow_wildcard,
 /* SipHash-2-4 of in under a 16-byte key (64-bit result). */
 uint64_t ws_siphash24(const uint8_t key[16], const uint8_t *in, size_t len);
 
+/* ---- per-address connection counts (ws_addrtab.c) ------------------- */
+
+/* A key: an address as 16 bytes (IPv4 as IPv4-mapped IPv6, IPv6 cut to
+ * its prefix) and the prefix length, so two addresses never share a count. */
+#define WS_ADDR_KEY 17
+
+typedef struct ws_addr_slot {
+    uint32_t count;              /* 0: free                                */
+    uint32_t home;               /* the slot the key hashes to             */
+    uint8_t key[WS_ADDR_KEY];
+} ws_addr_slot;
+
+typedef struct ws_addr_table {
+    uint32_t nslots;             /* a power of two                         */
+    uint32_t max;                /* keys at a time, < nslots               */
+    uint32_t used;
+    uint8_t hash_key[16];        /* SipHash key: slots are not predictable */
+    ws_addr_slot slot[];         /* nslots of them                         */
+} ws_addr_table;
+
+typedef enum {
+    WS_ADDR_TAKEN = 0,           /* counted                                */
+    WS_ADDR_AT_CAP = 1,          /* the key has cap already                */
+    WS_ADDR_FULL = 2             /* a new key, and max keys are in use     */
+} ws_addr_result;
+
+/* Bytes for a table of nslots slots. */
+size_t ws_addrtab_size(uint32_t nslots);
+/* Set up t (ws_addrtab_size(nslots) bytes); -1 if nslots is not a power
+ * of two >= 2 or max is not in 1..nslots-1. */
+int ws_addrtab_init(ws_addr_table *t, uint32_t nslots, uint32_t max,
+                    const uint8_t hash_key[16]);
+/* Count one more connection for key unless it has cap already. */
+ws_addr_result ws_addrtab_take(ws_addr_table *t, const uint8_t *key,
+                               uint32_t cap);
+/* Count one less; the key leaves the table at 0.  -1 if it is not there. */
+int ws_addrtab_give(ws_addr_table *t, const uint8_t *key);
+/* The count of key (0 when absent). */
+uint32_t ws_addrtab_count(const ws_addr_table *t, const uint8_t *key);
+
 #ifdef __cplusplus
 }
 #endif

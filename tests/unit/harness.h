@@ -66,5 +66,6 @@ void test_close(void);
 void test_frame(void);
 void test_handshake(void);
 void test_origin(void);
+void test_addrtab(void);
 
 #endif /* MWS_TESTS_UNIT_HARNESS_H */
