@@ -51,6 +51,37 @@ static void *create_dir_conf(apr_pool_t *p, char *dir)
 
 #define MERGE_VAL(f) d->f = (add->f != MWS_UNSET) ? add->f : base->f
 
+/* Server-level settings (WebSocketIPv6Prefix). */
+typedef struct {
+    int v6prefix;                /* MWS_UNSET: unset                       */
+} mws_srv_conf;
+
+static void *create_srv_conf(apr_pool_t *p, server_rec *s)
+{
+    mws_srv_conf *sc = apr_pcalloc(p, sizeof(*sc));
+
+    sc->v6prefix = MWS_UNSET;
+    return sc;
+}
+
+static void *merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
+{
+    mws_srv_conf *base = basev, *add = addv;
+    mws_srv_conf *d = apr_pcalloc(p, sizeof(*d));
+
+    MERGE_VAL(v6prefix);
+    return d;
+}
+
+int mws_v6prefix(const server_rec *s)
+{
+    const mws_srv_conf *sc = ap_get_module_config(s->module_config,
+                                                  &websocket_module);
+
+    return (sc && sc->v6prefix != MWS_UNSET) ? sc->v6prefix
+                                             : MWS_DEFAULT_V6PREFIX;
+}
+
 static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
 {
     mws_dir_conf *base = basev, *add = addv;
@@ -103,9 +134,8 @@ static int pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
 {
     mws_dsos = apr_hash_make(pconf);
     mws_instances = apr_array_make(pconf, 4, sizeof(mws_instance *));
-    mws_limits_pre_config();
     mws_reassembly_limit = MWS_DEFAULT_REASSEMBLY;
-    return OK;
+    return mws_limits_pre_config(pconf);
 }
 
 /* Check what a handler says about itself before we accept it. */
@@ -303,12 +333,36 @@ static const char *cmd_max_conns(cmd_parms *cmd, void *dconf,
     }
     if (cmd->info) {            /* per client address */
         d->max_conns_addr = (int)v;
+        if (v > 0) {
+            mws_limits_addr_cap_used();
+        }
     }
     else {
         d->max_conns = (int)v;
         /* every section that sets it counts its own connections */
         d->max_conns_index = mws_limits_section_index();
     }
+    return NULL;
+}
+
+/* WebSocketIPv6Prefix bits: IPv6 clients are counted per this prefix */
+static const char *cmd_v6prefix(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    mws_srv_conf *sc = ap_get_module_config(cmd->server->module_config,
+                                            &websocket_module);
+    const char *err = ap_check_cmd_context(cmd, NOT_IN_HTACCESS);
+    char *end;
+    apr_int64_t v;
+
+    if (err) {
+        return err;
+    }
+    v = apr_strtoi64(arg, &end, 10);
+    if (end == arg || *end || v < 1 || v > 128) {
+        return apr_psprintf(cmd->pool, "WebSocketIPv6Prefix: '%s' is not a "
+                            "prefix length from 1 to 128", arg);
+    }
+    sc->v6prefix = (int)v;
     return NULL;
 }
 
@@ -327,6 +381,19 @@ static const char *cmd_driver(cmd_parms *cmd, void *dconf, const char *arg)
                             "'auto' nor 'blocking'", arg);
     }
     return NULL;
+}
+
+/* An IPv6 literal of an origin (without the brackets) as 16 bytes. */
+static int origin_ipv6(const char *host, size_t len, unsigned char out[16])
+{
+    char buf[WS_ORIGIN_MAX_IPV6 + 1];
+
+    if (len > WS_ORIGIN_MAX_IPV6) {
+        return 0;
+    }
+    memcpy(buf, host, len);
+    buf[len] = '\0';
+    return mws_addr16_parse(buf, out) == 6;
 }
 
 /* WebSocketOrigin same | any | origin... */
@@ -348,20 +415,35 @@ static const char *cmd_origin(cmd_parms *cmd, void *dconf, int argc,
         return NULL;
     }
     d->origin_mode = MWS_ORIGIN_LIST;
-    d->origins = apr_array_make(cmd->pool, argc, sizeof(const char *));
+    d->origins = apr_array_make(cmd->pool, argc, sizeof(mws_origin_pat));
     for (i = 0; i < argc; ++i) {
         const char *o = argv[i];
+        mws_origin_pat *pat;
+        ws_origin w;
+        char *host;
+
         if (!strcasecmp(o, "any") || !strcasecmp(o, "same")) {
             return apr_psprintf(cmd->pool, "WebSocketOrigin: '%s' must be "
                                 "the only argument", o);
         }
-        if (strncasecmp(o, "http://", 7) && strncasecmp(o, "https://", 8)) {
+        pat = apr_array_push(d->origins);
+        memset(pat, 0, sizeof(*pat));
+        if (ws_origin_parse(o, strlen(o), 1, &w) != 0
+            || (w.ipv6 && !origin_ipv6(w.host, w.host_len, pat->addr6))) {
             return apr_psprintf(cmd->pool, "WebSocketOrigin: '%s' is not an "
-                                "origin (scheme://host[:port], the host may "
-                                "start with '*.')", o);
+                                "origin: http:// or https://, a host name, "
+                                "IPv4 address or [IPv6] address (a name may "
+                                "start with '*.'), an optional :port, and "
+                                "nothing else (no path, no user)", o);
         }
-        APR_ARRAY_PUSH(d->origins, const char *) = apr_pstrdup(cmd->pool, o);
-        ap_str_tolower(APR_ARRAY_IDX(d->origins, i, char *));
+        host = apr_pstrmemdup(cmd->pool, w.host, w.host_len);
+        ap_str_tolower(host);
+        pat->https = w.https;
+        pat->wildcard = w.wildcard;
+        pat->ipv6 = w.ipv6;
+        pat->host = host;
+        pat->port = w.port;
+        pat->text = apr_pstrdup(cmd->pool, o);
     }
     return NULL;
 }
@@ -417,6 +499,10 @@ static const command_rec mws_cmds[] = {
                   (void *)1, DCONF, "open WebSockets allowed from one "
                   "client address, server-wide; more are refused with 503 "
                   "(0: no limit, the default)"),
+    AP_INIT_TAKE1("WebSocketIPv6Prefix", cmd_v6prefix, NULL, RSRC_CONF,
+                  "IPv6 clients are counted per this many leading bits of "
+                  "their address by WebSocketMaxConnectionsPerAddress "
+                  "(1-128, default 64)"),
     AP_INIT_TAKE1("WebSocketDriver", cmd_driver, NULL, DCONF,
                   "'auto' (the default: idle connections wait without a "
                   "thread where the MPM allows it) or 'blocking' (a thread "
@@ -450,57 +536,138 @@ static int collect_offers(void *data, const char *key, const char *value)
     return 1;
 }
 
-/* Does the listed origin pattern (lower case) match origin (lower case)?
- * A host written as "*.example.com" matches any subdomain, not
- * example.com itself. */
-static int origin_matches(const char *pattern, const char *origin)
+/* Does the listed origin pat match the request's origin o (a6: its IPv6
+ * address when o->ipv6)?  Scheme and port must be equal (a default port
+ * given or not is the same); a host written "*.example.com" matches any
+ * subdomain, not example.com itself. */
+static int origin_matches(const mws_origin_pat *pat, const ws_origin *o,
+                          const unsigned char *a6)
 {
-    const char *ps = ap_strstr_c(pattern, "://");
-    const char *os = ap_strstr_c(origin, "://");
-    size_t plen, olen;
+    size_t n;
 
-    if (!ps || !os || (ps - pattern) != (os - origin)
-        || strncmp(pattern, origin, (size_t)(ps - pattern))) {
-        return 0;                       /* scheme differs */
+    if (pat->https != o->https || pat->port != o->port
+        || pat->ipv6 != o->ipv6) {
+        return 0;
     }
-    ps += 3;
-    os += 3;
-    if (strncmp(ps, "*.", 2)) {
-        return !strcmp(ps, os);
+    if (pat->ipv6) {
+        return !memcmp(pat->addr6, a6, 16);
     }
-    ps += 1;                            /* ".example.com[:port]" */
-    plen = strlen(ps);
-    olen = strlen(os);
-    return olen > plen && !strcmp(os + olen - plen, ps)
-           && !ap_strchr_c(os, '/') && os[0] != '.';
+    n = strlen(pat->host);
+    if (!pat->wildcard) {
+        return o->host_len == n && !strncasecmp(o->host, pat->host, n);
+    }
+    /* the parser allows no empty label: something precedes the dot */
+    return o->host_len > n + 1 && o->host[o->host_len - n - 1] == '.'
+           && !strncasecmp(o->host + o->host_len - n, pat->host, n);
 }
 
-/* May a page from the request's Origin open this WebSocket? */
-static int origin_allowed(request_rec *r, const mws_dir_conf *d)
+/* Is name (a ServerName or ServerAlias) the origin's host? */
+static int host_is_name(const char *name, const char *host,
+                        const unsigned char *a6)
+{
+    unsigned char n6[16];
+
+    if (!name || !*name) {
+        return 0;
+    }
+    if (a6) {                   /* an IPv6 literal: compare the addresses */
+        size_t len = strlen(name);
+        if (name[0] == '[' && name[len - 1] == ']') {
+            return origin_ipv6(name + 1, len - 2, n6)
+                   && !memcmp(n6, a6, 16);
+        }
+        return mws_addr16_parse(name, n6) == 6 && !memcmp(n6, a6, 16);
+    }
+    return !strcasecmp(name, host);
+}
+
+/*
+ * Is o the origin of this server, as the browser would write it?  Why not,
+ * for the log; NULL when it is.  Nothing here comes from the client but the
+ * Origin: the scheme is the connection's (or ServerName's), the host must be
+ * a name of the virtual host that answered, the port the one the
+ * connection arrived on or ServerName's.  The Host header is the client's
+ * word, and a page reached through DNS rebinding controls it.
+ */
+static const char *same_origin_refusal(request_rec *r, const ws_origin *o,
+                                       const unsigned char *a6)
+{
+    server_rec *s = r->server;
+    conn_rec *c = r->connection;
+    const char *scheme = ap_http_scheme(r);
+    unsigned char local[16], lit[16];
+    int have_local, i;
+    unsigned name_port;
+    char *host;
+
+    if (!scheme || o->https != !strcasecmp(scheme, "https")) {
+        return "the scheme is not the server's";
+    }
+    /* ServerName's port; ServerName https://name means 443 */
+    name_port = s->port;
+    if (!name_port && s->server_scheme) {
+        name_port = strcasecmp(s->server_scheme, "https") ? 80 : 443;
+    }
+    if (o->port != name_port
+        && !(c->local_addr && o->port == c->local_addr->port)) {
+        return "the port is not the server's";
+    }
+    have_local = c->local_addr && mws_addr16_sockaddr(c->local_addr, local);
+    host = apr_pstrmemdup(r->pool, o->host, o->host_len);
+    /* the address the connection arrived on, written as a literal: a
+     * rebinding page always has a name */
+    if (have_local && (a6 ? memcmp(a6, local, 16) == 0
+                          : (mws_addr16_parse(host, lit) == 4
+                             && !memcmp(lit, local, 16)))) {
+        return NULL;
+    }
+    if (!a6 && have_local && mws_addr16_loopback(local)
+        && !strcasecmp(host, "localhost")) {
+        return NULL;
+    }
+    if (host_is_name(s->server_hostname, host, a6)) {
+        return NULL;
+    }
+    for (i = 0; s->names && i < s->names->nelts; ++i) {
+        if (host_is_name(APR_ARRAY_IDX(s->names, i, const char *), host,
+                         a6)) {
+            return NULL;
+        }
+    }
+    for (i = 0; !a6 && s->wild_names && i < s->wild_names->nelts; ++i) {
+        if (!ap_strcasecmp_match(host, APR_ARRAY_IDX(s->wild_names, i,
+                                                     const char *))) {
+            return NULL;
+        }
+    }
+    return "the host is not a name of this server";
+}
+
+/* May a page from the request's Origin open this WebSocket?  NULL if so,
+ * else why not. */
+static const char *origin_refusal(request_rec *r, const mws_dir_conf *d)
 {
     const char *origin = apr_table_get(r->headers_in, "Origin");
-    const char *host, *o;
+    unsigned char a6[16];
+    ws_origin o;
     int i;
 
     if (!origin || d->origin_mode == MWS_ORIGIN_ANY) {
-        return 1;       /* not a browser, or the admin allows every site */
+        return NULL;    /* not a browser, or the admin allows every site */
     }
-    o = apr_pstrdup(r->pool, origin);
-    ap_str_tolower((char *)o);
+    if (ws_origin_parse(origin, strlen(origin), 0, &o) != 0
+        || (o.ipv6 && !origin_ipv6(o.host, o.host_len, a6))) {
+        return "not an origin (scheme://host[:port])";
+    }
     if (d->origin_mode == MWS_ORIGIN_LIST) {
         for (i = 0; i < d->origins->nelts; ++i) {
-            if (origin_matches(APR_ARRAY_IDX(d->origins, i, const char *),
-                               o)) {
-                return 1;
+            if (origin_matches(&APR_ARRAY_IDX(d->origins, i, mws_origin_pat),
+                               &o, a6)) {
+                return NULL;
             }
         }
     }
-    /* same origin: the Origin's host[:port] is the Host we were asked */
-    host = apr_table_get(r->headers_in, "Host");
-    if (!host || !(o = ap_strstr_c(o, "://"))) {
-        return 0;
-    }
-    return !strcasecmp(o + 3, host);
+    return same_origin_refusal(r, &o, o.ipv6 ? a6 : NULL);
 }
 
 static int copy_header(void *data, const char *key, const char *value)
@@ -512,7 +679,7 @@ static int copy_header(void *data, const char *key, const char *value)
 static int ws_handler(request_rec *r)
 {
     mws_dir_conf *d;
-    const char *upgrade, *connection, *version, *key, *clen;
+    const char *upgrade, *connection, *version, *key, *clen, *why;
     char accept[WS_ACCEPT_LEN + 1];
     mws_request req;
     mws_limit_hold hold;
@@ -560,10 +727,10 @@ static int ws_handler(request_rec *r)
     if (!key || !ws_handshake_key_valid(key)) {
         return refuse(r, HTTP_BAD_REQUEST, "bad Sec-WebSocket-Key");
     }
-    if (!origin_allowed(r, d)) {
+    if ((why = origin_refusal(r, d)) != NULL) {
         ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, MWS_LOGNO(00018)
-                      "WebSocket from origin %s refused by WebSocketOrigin",
-                      apr_table_get(r->headers_in, "Origin"));
+                      "WebSocket from origin %s refused by WebSocketOrigin: "
+                      "%s", apr_table_get(r->headers_in, "Origin"), why);
         return HTTP_FORBIDDEN;
     }
     /* Over HTTP/1.1 a body would be read as WebSocket frames.  Over
@@ -668,6 +835,7 @@ static void child_init(apr_pool_t *pchild, server_rec *s)
 
     mws_registry_init(pchild);
     mws_conn_child_init(pchild, s);
+    mws_limits_child_init(pchild, s);
     for (i = 0; i < mws_instances->nelts; ++i) {
         mws_instance *inst = APR_ARRAY_IDX(mws_instances, i, mws_instance *);
         const apr_array_header_t *opts = inst->dconf->options;
@@ -734,8 +902,8 @@ AP_DECLARE_MODULE(websocket) = {
     STANDARD20_MODULE_STUFF,
     create_dir_conf,
     merge_dir_conf,
-    NULL,
-    NULL,
+    create_srv_conf,
+    merge_srv_conf,
     mws_cmds,
     register_hooks
 #if defined(AP_MODULE_HAS_FLAGS)

@@ -6,48 +6,92 @@
  * The counters live in one anonymous shared memory segment made by the
  * parent in post_config, so every child of a generation sees the same
  * numbers.  A graceful restart makes a new segment: the new generation
- * counts from zero while the old one drains (documented).  Client addresses
- * are hashed into a fixed table; two addresses in one slot share a count,
- * which can only refuse early, never admit more than the cap.
+ * counts from zero while the old one drains (documented).
+ *
+ * Per-address counts are kept in an open-addressing table of exact keys
+ * (core/ws_addrtab.c):
+ * the client address as 16 bytes (IPv4 as IPv4-mapped IPv6, IPv6 cut to
+ * WebSocketIPv6Prefix bits) plus the prefix length, so two addresses never
+ * share a count.  Slots are chosen with SipHash-2-4 under a key drawn at
+ * each post_config, so that nobody can pick addresses that pile up in one
+ * probe run.  The table changes under one global mutex (a process-shared
+ * pthread mutex by default; the `Mutex mws-addr` directive can choose
+ * another); it is taken once when a capped WebSocket opens and once when
+ * it closes.  A full table refuses new addresses (503) rather than let any
+ * address past its cap.
  */
+#include <signal.h>
+#include <arpa/inet.h>
+
 #include "apr_shm.h"
 #include "apr_atomic.h"
 #include "apr_strings.h"
+#include "apr_global_mutex.h"
 
 #include "httpd.h"
 #include "http_config.h"
 #include "http_log.h"
+#include "http_main.h"
+#include "ap_mpm.h"
+#include "util_mutex.h"
 
 #include "mws_private.h"
 
-#define MWS_ADDR_SLOTS 8192
+#define MWS_ADDR_SLOTS    65536u     /* a power of two                     */
+#define MWS_ADDR_MAX      (MWS_ADDR_SLOTS / 4 * 3)  /* addresses at a time */
+#define MWS_ADDR_MUTEX    "mws-addr"
+#define MWS_FULL_LOG_GAP  apr_time_from_sec(60)
 
+/* The shared segment: [addr_shm][the table][the section counters] */
 typedef struct {
-    apr_uint32_t addr[MWS_ADDR_SLOTS];
-    apr_uint32_t section[1];     /* nsections of them */
-} mws_counts;
+    apr_time_t full_logged;          /* when MWS00060 was last logged      */
+    apr_uint64_t align;
+} addr_shm;
 
-static int nsections;            /* sections with a cap, this generation */
-static mws_counts *counts;       /* NULL: no shared memory, no caps      */
+static int nsections;            /* sections with a cap, this generation  */
+static int addr_caps;            /* WebSocketMaxConnectionsPerAddress seen */
+static apr_uint32_t *sections;   /* NULL: no shared memory, no caps       */
+static addr_shm *addr_head;      /* NULL: no per-address caps             */
+static ws_addr_table *addrs;
+static apr_global_mutex_t *addr_mutex;
+static int block_stop_signals;   /* prefork: see addr_lock()              */
 
 int mws_limits_section_index(void)
 {
     return nsections++;
 }
 
-void mws_limits_pre_config(void)
+void mws_limits_addr_cap_used(void)
+{
+    addr_caps = 1;
+}
+
+int mws_limits_pre_config(apr_pool_t *pconf)
 {
     nsections = 0;
-    counts = NULL;
+    addr_caps = 0;
+    sections = NULL;
+    addrs = NULL;
+    addr_head = NULL;
+    addr_mutex = NULL;
+    /* registered always, so that `Mutex mws-addr ...` is accepted */
+    return ap_mutex_register(pconf, MWS_ADDR_MUTEX, NULL, APR_LOCK_DEFAULT,
+                             0) == APR_SUCCESS ? OK : HTTP_INTERNAL_SERVER_ERROR;
 }
 
 int mws_limits_post_config(apr_pool_t *pconf, server_rec *s)
 {
     apr_shm_t *shm;
-    apr_size_t size = sizeof(mws_counts)
-                      + sizeof(apr_uint32_t) * (apr_size_t)nsections;
+    apr_size_t size, addr_size = 0;
     apr_status_t rv;
+    unsigned char hash_key[16];
+    char *base;
 
+    if (addr_caps) {
+        addr_size = APR_ALIGN_DEFAULT(sizeof(addr_shm)
+                                      + ws_addrtab_size(MWS_ADDR_SLOTS));
+    }
+    size = addr_size + sizeof(apr_uint32_t) * (apr_size_t)(nsections + 1);
     rv = apr_shm_create(&shm, size, NULL, pconf);
     if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s, MWS_LOGNO(00023)
@@ -55,19 +99,173 @@ int mws_limits_post_config(apr_pool_t *pconf, server_rec *s)
                      "connection counts");
         return HTTP_INTERNAL_SERVER_ERROR;
     }
-    counts = apr_shm_baseaddr_get(shm);
-    memset(counts, 0, size);
+    base = apr_shm_baseaddr_get(shm);
+    memset(base, 0, size);
+    if (addr_caps) {
+        rv = apr_generate_random_bytes(hash_key, sizeof(hash_key));
+        if (rv != APR_SUCCESS) {
+            ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s, MWS_LOGNO(00064)
+                         "cannot draw the key of the per-address table");
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+        rv = ap_global_mutex_create(&addr_mutex, NULL, MWS_ADDR_MUTEX, NULL,
+                                    s, pconf, 0);
+        if (rv != APR_SUCCESS) {
+            ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s, MWS_LOGNO(00062)
+                         "cannot create the mutex of the per-address table "
+                         "(WebSocketMaxConnectionsPerAddress)");
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+        addr_head = (addr_shm *)base;
+        addrs = (ws_addr_table *)(base + sizeof(addr_shm));
+        if (ws_addrtab_init(addrs, MWS_ADDR_SLOTS, MWS_ADDR_MAX,
+                            hash_key) != 0) {
+            return HTTP_INTERNAL_SERVER_ERROR;  /* the constants are wrong */
+        }
+    }
+    sections = (apr_uint32_t *)(base + addr_size);
     return OK;
 }
 
-static apr_uint32_t addr_slot(const char *ip)
+void mws_limits_child_init(apr_pool_t *pchild, server_rec *s)
 {
-    apr_uint32_t h = 2166136261u;          /* FNV-1a */
+    int threaded = 0;
+    apr_status_t rv;
 
-    for (; *ip; ++ip) {
-        h = (h ^ (unsigned char)*ip) * 16777619u;
+    if (ap_mpm_query(AP_MPMQ_IS_THREADED, &threaded) == APR_SUCCESS) {
+        block_stop_signals = (threaded == AP_MPMQ_NOT_SUPPORTED);
     }
-    return h % MWS_ADDR_SLOTS;
+    if (!addr_mutex) {
+        return;
+    }
+    rv = apr_global_mutex_child_init(&addr_mutex,
+                                     apr_global_mutex_lockfile(addr_mutex),
+                                     pchild);
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, MWS_LOGNO(00063)
+                     "cannot attach to the mutex of the per-address table: "
+                     "WebSockets under WebSocketMaxConnectionsPerAddress "
+                     "are refused in this process");
+        addrs = NULL;
+        addr_head = NULL;
+        addr_mutex = NULL;
+    }
+}
+
+/* ---- addresses ----------------------------------------------------------- */
+
+static const unsigned char v4mapped[12] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff
+};
+
+int mws_addr16_parse(const char *text, unsigned char out[16])
+{
+    char buf[64];
+    const char *zone;
+    apr_size_t n;
+
+    if (!text) {
+        return 0;
+    }
+    zone = ap_strchr_c(text, '%');
+    n = zone ? (apr_size_t)(zone - text) : strlen(text);
+    if (n == 0 || n >= sizeof(buf)) {
+        return 0;
+    }
+    memcpy(buf, text, n);
+    buf[n] = '\0';
+    if (ap_strchr_c(buf, ':')) {
+        if (inet_pton(AF_INET6, buf, out) != 1) {
+            return 0;
+        }
+        return memcmp(out, v4mapped, 12) ? 6 : 4;
+    }
+    if (inet_pton(AF_INET, buf, out + 12) != 1) {
+        return 0;
+    }
+    memcpy(out, v4mapped, 12);
+    return 4;
+}
+
+int mws_addr16_sockaddr(const apr_sockaddr_t *sa, unsigned char out[16])
+{
+    if (sa->family == AF_INET) {
+        memcpy(out, v4mapped, 12);
+        memcpy(out + 12, &sa->sa.sin.sin_addr, 4);
+        return 4;
+    }
+#if APR_HAVE_IPV6
+    if (sa->family == AF_INET6) {
+        memcpy(out, &sa->sa.sin6.sin6_addr, 16);
+        return memcmp(out, v4mapped, 12) ? 6 : 4;
+    }
+#endif
+    return 0;
+}
+
+int mws_addr16_loopback(const unsigned char a[16])
+{
+    static const unsigned char one[16] = {
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1
+    };
+
+    return !memcmp(a, one, 16) || (!memcmp(a, v4mapped, 12) && a[12] == 127);
+}
+
+/* The table key of a client address: 16 bytes, then the prefix length.
+ * IPv4 always counts per address; IPv6 per v6prefix bits.  Returns the
+ * family (4, 6), or 0 when ip is not an IP address. */
+static int addr_key(const char *ip, int v6prefix, unsigned char *key)
+{
+    int family = mws_addr16_parse(ip, key), i;
+
+    if (family == 0) {
+        return 0;
+    }
+    if (family == 4) {
+        key[16] = 128;
+        return 4;
+    }
+    for (i = 0; i < 16; ++i) {
+        int bits = v6prefix - 8 * i;
+        if (bits <= 0) {
+            key[i] = 0;
+        }
+        else if (bits < 8) {
+            key[i] &= (unsigned char)(0xff00u >> bits);
+        }
+    }
+    key[16] = (unsigned char)v6prefix;
+    return 6;
+}
+
+/* prefork ends a child from its SIGTERM/SIGHUP handler, which gives back
+ * the connection's counts: it must not come while this process holds the
+ * mutex. */
+static apr_status_t addr_lock(sigset_t *old)
+{
+    sigset_t stop;
+    apr_status_t rv;
+
+    if (block_stop_signals) {
+        sigemptyset(&stop);
+        sigaddset(&stop, SIGTERM);
+        sigaddset(&stop, SIGHUP);
+        pthread_sigmask(SIG_BLOCK, &stop, old);
+    }
+    rv = apr_global_mutex_lock(addr_mutex);
+    if (rv != APR_SUCCESS && block_stop_signals) {
+        pthread_sigmask(SIG_SETMASK, old, NULL);
+    }
+    return rv;
+}
+
+static void addr_unlock(sigset_t *old)
+{
+    apr_global_mutex_unlock(addr_mutex);
+    if (block_stop_signals) {
+        pthread_sigmask(SIG_SETMASK, old, NULL);
+    }
 }
 
 /* Take one unit of counter c unless it is at cap; 1 if taken. */
@@ -86,6 +284,68 @@ static int take(apr_uint32_t *c, apr_uint32_t cap)
     }
 }
 
+static int admit_addr(request_rec *r, const mws_dir_conf *d,
+                      mws_limit_hold *held)
+{
+    unsigned char key[WS_ADDR_KEY];
+    int v6prefix = mws_v6prefix(r->server);
+    ws_addr_result res;
+    apr_status_t rv;
+    apr_time_t now;
+    sigset_t old;
+    int log_full = 0, family;
+
+    if (!addrs) {
+        return HTTP_SERVICE_UNAVAILABLE;    /* MWS00063 said why */
+    }
+    if (!(family = addr_key(r->useragent_ip, v6prefix, key))) {
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, MWS_LOGNO(00061)
+                      "client address '%s' is not an IP address: refusing "
+                      "the WebSocket (WebSocketMaxConnectionsPerAddress)",
+                      r->useragent_ip ? r->useragent_ip : "");
+        return HTTP_SERVICE_UNAVAILABLE;
+    }
+    if ((rv = addr_lock(&old)) != APR_SUCCESS) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r, MWS_LOGNO(00065)
+                      "cannot lock the per-address table: refusing the "
+                      "WebSocket");
+        return HTTP_SERVICE_UNAVAILABLE;
+    }
+    res = ws_addrtab_take(addrs, key, (apr_uint32_t)d->max_conns_addr);
+    if (res == WS_ADDR_FULL) {
+        now = apr_time_now();
+        if (now - addr_head->full_logged >= MWS_FULL_LOG_GAP) {
+            addr_head->full_logged = now;
+            log_full = 1;
+        }
+    }
+    addr_unlock(&old);
+
+    switch (res) {
+    case WS_ADDR_TAKEN:
+        memcpy(held->addr_key, key, WS_ADDR_KEY);
+        held->addr = 1;
+        return OK;
+    case WS_ADDR_AT_CAP:
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, MWS_LOGNO(00025)
+                      "WebSocketMaxConnectionsPerAddress %d reached for "
+                      "%s%s: refusing with 503", d->max_conns_addr,
+                      r->useragent_ip, family == 6
+                      ? apr_psprintf(r->pool, " (counted per /%d)", v6prefix)
+                      : "");
+        return HTTP_SERVICE_UNAVAILABLE;
+    default:
+        if (log_full) {
+            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, MWS_LOGNO(00060)
+                          "the per-address table is full (%u client "
+                          "addresses with open WebSockets): new addresses "
+                          "get 503 until some close (logged at most once a "
+                          "minute)", (unsigned)MWS_ADDR_MAX);
+        }
+        return HTTP_SERVICE_UNAVAILABLE;
+    }
+}
+
 /*
  * Admit a new WebSocket of request r under the caps of d.  Returns OK and
  * fills held (to give back with mws_limits_release), or HTTP 503.
@@ -93,14 +353,16 @@ static int take(apr_uint32_t *c, apr_uint32_t cap)
 int mws_limits_admit(request_rec *r, const mws_dir_conf *d,
                      mws_limit_hold *held)
 {
+    int status;
+
     held->section = -1;
     held->addr = -1;
-    if (!counts) {
+    if (!sections) {
         return OK;
     }
     if (d->max_conns > 0 && d->max_conns_index >= 0
         && d->max_conns_index < nsections) {
-        if (!take(&counts->section[d->max_conns_index],
+        if (!take(&sections[d->max_conns_index],
                   (apr_uint32_t)d->max_conns)) {
             ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, MWS_LOGNO(00024)
                           "WebSocketMaxConnections %d reached for %s: "
@@ -109,32 +371,36 @@ int mws_limits_admit(request_rec *r, const mws_dir_conf *d,
         }
         held->section = d->max_conns_index;
     }
-    if (d->max_conns_addr > 0) {
-        apr_uint32_t slot = addr_slot(r->useragent_ip);
-        if (!take(&counts->addr[slot], (apr_uint32_t)d->max_conns_addr)) {
-            mws_limits_release(held);
-            ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, MWS_LOGNO(00025)
-                          "WebSocketMaxConnectionsPerAddress %d reached for "
-                          "%s: refusing with 503", d->max_conns_addr,
-                          r->useragent_ip);
-            return HTTP_SERVICE_UNAVAILABLE;
-        }
-        held->addr = (int)slot;
+    if (d->max_conns_addr > 0
+        && (status = admit_addr(r, d, held)) != OK) {
+        mws_limits_release(held);
+        return status;
     }
     return OK;
 }
 
 void mws_limits_release(mws_limit_hold *held)
 {
-    if (!counts) {
+    sigset_t old;
+
+    if (!sections) {
         return;
     }
     if (held->section >= 0) {
-        apr_atomic_dec32(&counts->section[held->section]);
+        apr_atomic_dec32(&sections[held->section]);
         held->section = -1;
     }
-    if (held->addr >= 0) {
-        apr_atomic_dec32(&counts->addr[held->addr]);
-        held->addr = -1;
+    if (held->addr >= 0 && addrs) {
+        apr_status_t rv = addr_lock(&old);
+        if (rv == APR_SUCCESS) {
+            ws_addrtab_give(addrs, held->addr_key);
+            addr_unlock(&old);
+        }
+        else {
+            ap_log_error(APLOG_MARK, APLOG_ERR, rv, ap_server_conf,
+                         MWS_LOGNO(00066) "cannot lock the per-address "
+                         "table: a WebSocket's count is not given back");
+        }
     }
+    held->addr = -1;
 }

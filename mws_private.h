@@ -57,9 +57,20 @@ typedef struct mws_instance {
 
 /* WebSocketOrigin */
 #define MWS_ORIGIN_UNSET 0
-#define MWS_ORIGIN_SAME  1       /* no Origin, or Origin's host == Host    */
+#define MWS_ORIGIN_SAME  1       /* no Origin, or the server's own origin  */
 #define MWS_ORIGIN_ANY   2
 #define MWS_ORIGIN_LIST  3       /* SAME plus the listed origins           */
+
+/* One origin of a WebSocketOrigin list, parsed. */
+typedef struct mws_origin_pat {
+    int https;
+    int wildcard;                /* host is a domain: any subdomain matches */
+    int ipv6;                    /* host is an IPv6 literal: addr6 is it     */
+    unsigned char addr6[16];
+    const char *host;            /* lower case; without "*." or brackets    */
+    unsigned port;               /* as given, or the scheme's default       */
+    const char *text;            /* as configured, for messages             */
+} mws_origin_pat;
 
 typedef struct mws_dir_conf {
     mws_instance *instance;      /* NULL: unset                            */
@@ -74,7 +85,7 @@ typedef struct mws_dir_conf {
     int max_conns;               /* MWS_UNSET: unset; 0: no cap            */
     int max_conns_index;         /* its counter in mws_limits.c            */
     int max_conns_addr;          /* MWS_UNSET: unset; 0: no cap            */
-    apr_array_header_t *origins; /* of const char *, lower case            */
+    apr_array_header_t *origins; /* of mws_origin_pat                      */
     apr_array_header_t *options; /* of mws_option, in config order         */
 } mws_dir_conf;
 
@@ -95,14 +106,28 @@ void mws_limits_resolve(const mws_dir_conf *d, mws_limits *l);
 /* mws_limits.c: connection caps across child processes */
 typedef struct mws_limit_hold {
     int section;                 /* counter taken, or -1                   */
-    int addr;                    /* address slot taken, or -1              */
+    int addr;                    /* address count taken (>= 0), or -1      */
+    unsigned char addr_key[WS_ADDR_KEY];
 } mws_limit_hold;
 int mws_limits_section_index(void);
-void mws_limits_pre_config(void);
+void mws_limits_addr_cap_used(void);
+int mws_limits_pre_config(apr_pool_t *pconf);
 int mws_limits_post_config(apr_pool_t *pconf, server_rec *s);
+void mws_limits_child_init(apr_pool_t *pchild, server_rec *s);
+/* WebSocketIPv6Prefix of server s (the default applied) */
+int mws_v6prefix(const server_rec *s);
+#define MWS_DEFAULT_V6PREFIX 64
 int mws_limits_admit(request_rec *r, const mws_dir_conf *d,
                      mws_limit_hold *held);
 void mws_limits_release(mws_limit_hold *held);
+/* An address as 16 bytes, IPv4 as IPv4-mapped IPv6 (::ffff:a.b.c.d).
+ * mws_addr16_parse takes the text form (a "%zone" suffix is ignored);
+ * both return 4 or 6 (the family; 4 for an IPv4-mapped IPv6 address too),
+ * or 0 when there is no IP address. */
+int mws_addr16_parse(const char *text, unsigned char out[16]);
+int mws_addr16_sockaddr(const apr_sockaddr_t *sa, unsigned char out[16]);
+/* 1 if a (from mws_addr16_*) is 127.0.0.0/8 or ::1 */
+int mws_addr16_loopback(const unsigned char a[16]);
 
 /* ---- outgoing frames -------------------------------------------------- */
 

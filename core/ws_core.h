@@ -224,6 +224,75 @@ size_t ws_base64_encode(const uint8_t *in, size_t len, char *out);
 /* returns decoded length or -1 when not canonical base64 */
 long ws_base64_decode(const char *in, size_t len, uint8_t *out, size_t cap);
 
+/* ---- origins and the address table's hash (ws_origin.c) ------------- */
+
+#define WS_ORIGIN_MAX_HOST 253   /* a DNS name's longest text form       */
+#define WS_ORIGIN_MAX_IPV6 45    /* characters between the brackets       */
+
+/* A serialized origin (RFC 6454 6.1): "http" or "https" (any case),
+ * "://", a host (a name or IPv4 address: labels of letters, digits, '-'
+ * and '_' joined by single dots; or an IPv6 literal in brackets), an
+ * optional ":port" (1-65535).  Nothing else: no userinfo, path, query,
+ * "null" or empty host.  host points into the input (brackets removed,
+ * case kept); port is the scheme's default (80, 443) when not given.
+ * With allow_wildcard, a name may start with "*." (wildcard is then 1 and
+ * host is what follows). */
+typedef struct ws_origin {
+    int https;                   /* 0: http                                */
+    int ipv6;                    /* host was in brackets                   */
+    int wildcard;                /* "*." removed from the front            */
+    const char *host;
+    size_t host_len;
+    unsigned port;
+} ws_origin;
+
+/* 0 and o filled, or -1 when s is not an origin as above. */
+int ws_origin_parse(const char *s, size_t len, int allow_wildcard,
+                    ws_origin *o);
+
+/* SipHash-2-4 of in under a 16-byte key (64-bit result). */
+uint64_t ws_siphash24(const uint8_t key[16], const uint8_t *in, size_t len);
+
+/* ---- per-address connection counts (ws_addrtab.c) ------------------- */
+
+/* A key: an address as 16 bytes (IPv4 as IPv4-mapped IPv6, IPv6 cut to
+ * its prefix) and the prefix length, so two addresses never share a count. */
+#define WS_ADDR_KEY 17
+
+typedef struct ws_addr_slot {
+    uint32_t count;              /* 0: free                                */
+    uint32_t home;               /* the slot the key hashes to             */
+    uint8_t key[WS_ADDR_KEY];
+} ws_addr_slot;
+
+typedef struct ws_addr_table {
+    uint32_t nslots;             /* a power of two                         */
+    uint32_t max;                /* keys at a time, < nslots               */
+    uint32_t used;
+    uint8_t hash_key[16];        /* SipHash key: slots are not predictable */
+    ws_addr_slot slot[];         /* nslots of them                         */
+} ws_addr_table;
+
+typedef enum {
+    WS_ADDR_TAKEN = 0,           /* counted                                */
+    WS_ADDR_AT_CAP = 1,          /* the key has cap already                */
+    WS_ADDR_FULL = 2             /* a new key, and max keys are in use     */
+} ws_addr_result;
+
+/* Bytes for a table of nslots slots. */
+size_t ws_addrtab_size(uint32_t nslots);
+/* Set up t (ws_addrtab_size(nslots) bytes); -1 if nslots is not a power
+ * of two >= 2 or max is not in 1..nslots-1. */
+int ws_addrtab_init(ws_addr_table *t, uint32_t nslots, uint32_t max,
+                    const uint8_t hash_key[16]);
+/* Count one more connection for key unless it has cap already. */
+ws_addr_result ws_addrtab_take(ws_addr_table *t, const uint8_t *key,
+                               uint32_t cap);
+/* Count one less; the key leaves the table at 0.  -1 if it is not there. */
+int ws_addrtab_give(ws_addr_table *t, const uint8_t *key);
+/* The count of key (0 when absent). */
+uint32_t ws_addrtab_count(const ws_addr_table *t, const uint8_t *key);
+
 #ifdef __cplusplus
 }
 #endif

@@ -107,8 +107,20 @@ def handshake_seeds():
         write("fuzz_handshake", name, data)
 
 
+def origin_seeds():
+    for name, data in [
+        ("same", b"http://localhost:8080"),
+        ("ipv6", b"https://[2001:db8::1]"),
+        ("wildcard", b"http://*.example.com:8080"),
+        ("null", b"null"),
+        ("userinfo_path", b"http://u@a/x"),
+    ]:
+        write("fuzz_origin", name, data)
+
+
 if __name__ == "__main__":
     frame_seeds()
     utf8_seeds()
     close_seeds()
     handshake_seeds()
+    origin_seeds()

@@ -89,11 +89,13 @@ def hardutil_test_so():
 # ---- WebSocketOrigin ------------------------------------------------------------------
 
 ORIGIN_CASES = [
-    # path, Origin (None: no header), Host, expected status
+    # path, Origin (None: no header), Host, expected status; {P} is the
+    # server's port: same origin is the server's scheme, name and port,
+    # whatever the Host header says (see test_1150_origin_same)
     ("/o-same", None, "localhost", 101),                       # not a browser
-    ("/o-same", "http://localhost", "localhost", 101),         # same origin
-    ("/o-same", "HTTP://LocalHost", "localhost", 101),         # case-insensitive
-    ("/o-same", "http://localhost:8123", "localhost:8123", 101),
+    ("/o-same", "http://localhost:{P}", "localhost", 101),     # same origin
+    ("/o-same", "HTTP://LocalHost:{P}", "localhost", 101),     # case-insensitive
+    ("/o-same", "http://localhost:8123", "localhost:8123", 403),  # Host is no proof
     ("/o-same", "http://evil.example", "localhost", 403),      # foreign page
     ("/o-same", "http://localhost:81", "localhost", 403),      # other port
     ("/o-same", "http://localhost", "localhost:81", 403),
@@ -112,10 +114,10 @@ ORIGIN_CASES = [
     ("/o-list", "http://a.example.com:80800", "localhost", 403),
     ("/o-list", "http://a.example.com.evil:8080", "localhost", 403),
     ("/o-list", "https://a.example.com:8080", "localhost", 403),    # scheme
-    ("/o-list", "http://localhost", "localhost", 101),   # same-origin still passes
+    ("/o-list", "http://localhost:{P}", "localhost", 101),  # same-origin still passes
     ("/o-list", None, "localhost", 101),
     ("/o-list/same", "https://app.example.com", "localhost", 403),  # inner override
-    ("/o-list/same", "http://localhost", "localhost", 101),
+    ("/o-list/same", "http://localhost:{P}", "localhost", 101),
     ("/o-any", "http://evil.example", "localhost", 101),
     ("/o-any", "null", "localhost", 101),
     ("/o-any", None, "localhost", 101),
@@ -125,6 +127,8 @@ ORIGIN_CASES = [
 @pytest.mark.parametrize("path,origin,host,status", ORIGIN_CASES)
 def test_mws_1100_01_origin(env, hard, path, origin, host, status):
     since = hard.mark()
+    if origin is not None:
+        origin = origin.replace("{P}", str(env.http_port))
     hdrs = [("Origin", origin)] if origin is not None else []
     r = hardutil.upgrade(env, path, hdrs, host=host)
     assert r.status == status, (path, origin, host, r)

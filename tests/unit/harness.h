@@ -65,5 +65,7 @@ void test_utf8(void);
 void test_close(void);
 void test_frame(void);
 void test_handshake(void);
+void test_origin(void);
+void test_addrtab(void);
 
 #endif /* MWS_TESTS_UNIT_HARNESS_H */

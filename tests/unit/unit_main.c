@@ -27,6 +27,8 @@ int main(void)
     test_close();
     test_frame();
     test_handshake();
+    test_origin();
+    test_addrtab();
     fflush(stderr);
     printf("unit: %lu passed, %lu failed\n", unit_passed, unit_failed);
     return unit_failed ? 1 : 0;
