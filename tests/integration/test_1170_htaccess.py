@@ -11,6 +11,7 @@ later is covered too (a value is guessed for one not in VALUES below).
 """
 import os
 import re
+import shutil
 import subprocess
 import time
 
@@ -65,12 +66,13 @@ def _write(path, text):
 
 @pytest.fixture(scope="module")
 def hta(env):
-    """/ht/<directive>/ holds an index.html and an .htaccess that uses the
+    """/ht1170/<directive>/ holds an index.html and an .htaccess that uses the
     directive (WebSocketHandler after `SetHandler websocket`, so that an
     upgrade would reach it; the others alone, so that a GET would be a
     200 if the directive were taken); <Directory ht> lists every
     directive in AllowOverrideList."""
-    top = os.path.join(env.docroot, "ht")
+    # a folder of its own (test_1020 leaves an .htaccess in docroot/ht)
+    top = os.path.join(env.docroot, "ht1170")
     conftest._mkdir(top)
     for name in DIRECTIVES:
         d = conftest._mkdir(os.path.join(top, name))
@@ -84,6 +86,7 @@ def hta(env):
                 % (top, " ".join(DIRECTIVES)))
     yield env
     env.restart()
+    shutil.rmtree(top, ignore_errors=True)
 
 
 def _get_twice(env, path):
@@ -125,7 +128,7 @@ def test_mws_1170_01_refused_in_htaccess(hta, name):
     logged (the second request to a folder is the one that crashed)."""
     hta.allow_error(REFUSED % name)
     offset = hta._log_size()
-    path = "/ht/%s/" % name
+    path = "/ht1170/%s/" % name
     got = _get_twice(hta, path + "index.html") + [_upgrade(hta, path), _upgrade(hta, path)]
     assert got == [500] * 4, got
     refused = re.findall(REFUSED % name, hta.error_log_since(offset))
@@ -152,7 +155,7 @@ def test_mws_1170_02_graceful_after_htaccess(hta):
     finally:
         ws.close()
     for name in DIRECTIVES:
-        assert _get_twice(hta, "/ht/%s/index.html" % name) == [500, 500], name
+        assert _get_twice(hta, "/ht1170/%s/index.html" % name) == [500, 500], name
     # children of the old generation finish in the background: give a
     # crash at their exit the time to be logged before the log check
     time.sleep(1)
