@@ -228,6 +228,9 @@ static const char *cmd_handler(cmd_parms *cmd, void *dconf, const char *arg,
     const char *err;
     mws_instance *inst;
 
+    if ((err = ap_check_cmd_context(cmd, NOT_IN_HTACCESS)) != NULL) {
+        return err;
+    }
     err = load_handler(cmd, arg, symbol ? symbol : MWS_HANDLER_ENTRY_SYMBOL,
                        &h);
     if (err) {
@@ -291,7 +294,11 @@ static const char *cmd_size(cmd_parms *cmd, void *dconf, const char *arg)
 {
     mws_dir_conf *d = dconf;
     apr_off_t *field = (apr_off_t *)((char *)d + (apr_size_t)cmd->info);
+    const char *err = ap_check_cmd_context(cmd, NOT_IN_HTACCESS);
 
+    if (err) {
+        return err;
+    }
     return parse_size(cmd, arg, field);
 }
 
@@ -300,7 +307,11 @@ static const char *cmd_time(cmd_parms *cmd, void *dconf, const char *arg)
     mws_dir_conf *d = dconf;
     apr_size_t off = (apr_size_t)cmd->info;
     apr_interval_time_t *field = (apr_interval_time_t *)((char *)d + off);
+    const char *err = ap_check_cmd_context(cmd, NOT_IN_HTACCESS);
 
+    if (err) {
+        return err;
+    }
     return parse_time(cmd, arg, off != APR_OFFSETOF(mws_dir_conf,
                                                     close_timeout), field);
 }
@@ -325,7 +336,11 @@ static const char *cmd_max_conns(cmd_parms *cmd, void *dconf,
     mws_dir_conf *d = dconf;
     char *end;
     apr_int64_t v = apr_strtoi64(arg, &end, 10);
+    const char *err = ap_check_cmd_context(cmd, NOT_IN_HTACCESS);
 
+    if (err) {
+        return err;
+    }
     if (end == arg || *end || v < 0 || v > 10000000) {
         return apr_psprintf(cmd->pool, "%s: '%s' is not a number of "
                             "connections (0 for no limit)", cmd->cmd->name,
@@ -369,7 +384,11 @@ static const char *cmd_v6prefix(cmd_parms *cmd, void *dconf, const char *arg)
 static const char *cmd_driver(cmd_parms *cmd, void *dconf, const char *arg)
 {
     mws_dir_conf *d = dconf;
+    const char *err = ap_check_cmd_context(cmd, NOT_IN_HTACCESS);
 
+    if (err) {
+        return err;
+    }
     if (!strcasecmp(arg, "auto")) {
         d->driver = MWS_DRIVER_AUTO;
     }
@@ -402,7 +421,11 @@ static const char *cmd_origin(cmd_parms *cmd, void *dconf, int argc,
 {
     mws_dir_conf *d = dconf;
     int i;
+    const char *err = ap_check_cmd_context(cmd, NOT_IN_HTACCESS);
 
+    if (err) {
+        return err;
+    }
     if (argc < 1) {
         return "WebSocketOrigin: give 'same', 'any' or a list of origins";
     }
@@ -452,13 +475,23 @@ static const char *cmd_option(cmd_parms *cmd, void *dconf, const char *key,
                               const char *value)
 {
     mws_dir_conf *d = dconf;
-    mws_option *o = apr_array_push(d->options);
+    mws_option *o;
+    const char *err = ap_check_cmd_context(cmd, NOT_IN_HTACCESS);
+
+    if (err) {
+        return err;
+    }
+    o = apr_array_push(d->options);
     o->key = key;
     o->value = value;
     return NULL;
 }
 
 #define DCONF_OFF(f) (void *)APR_OFFSETOF(mws_dir_conf, f)
+/* Never in .htaccess: each directive function also refuses it with
+ * ap_check_cmd_context(), since AllowOverrideList lets any directive named
+ * there through whatever its req_override says (and a handler loaded while
+ * reading an .htaccess would live in the request's pool). */
 #define DCONF RSRC_CONF | ACCESS_CONF
 
 static const command_rec mws_cmds[] = {

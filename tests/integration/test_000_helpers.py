@@ -208,3 +208,86 @@ def test_mws_000_13_client_assertions_can_fail():
     c.conn.send = lambda data: True
     with pytest.raises(WsError):
         c.expect_close(1000)
+
+
+def _fake_open(server_bytes):
+    """Like _fake, but the 'server' end stays open (returned) to read what
+    the client sent; then close it to end the client's reads."""
+    import socket
+    a, b = socket.socketpair()
+    b.sendall(server_bytes)
+    return wsclient.WsClient(wsclient.Conn(a, timeout=2)), b
+
+
+def _client_frames(b, ws):
+    """The frames the client wrote so far (unmasked), read from b."""
+    ws.conn.sock.shutdown(2)
+    data = bytearray()
+    b.settimeout(2)
+    while True:
+        chunk = b.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    out = []
+    while data:
+        f, used = parse_frame(data)
+        assert f.masked
+        del data[:used]
+        out.append(f)
+    return out
+
+
+def test_mws_000_14_readers_answer_server_pings():
+    """A server may ping at any time, also between the fragments of a
+    message: recv_message and expect_pong answer with a pong of the same
+    payload and go on; expect_close lets pings pass before the close."""
+    srv = lambda op, p, **kw: build_frame(op, p, masked=False, **kw)  # noqa: E731
+    ws, b = _fake_open(srv(OP_PING, b"") + srv(OP_TEXT, b"ab", fin=False) +
+                       srv(OP_PING, b"mid") + srv(OP_CONT, b"c") +
+                       srv(OP_PING, b"p2") + srv(wsclient.OP_PONG, b"mine"))
+    try:
+        assert ws.recv_message() == (OP_TEXT, b"abc")
+        ws.expect_pong(b"mine")
+        assert ws.pings_answered == 3
+        sent = _client_frames(b, ws)
+        assert [(f.opcode, f.payload) for f in sent] == \
+            [(wsclient.OP_PONG, b""), (wsclient.OP_PONG, b"mid"), (wsclient.OP_PONG, b"p2")]
+    finally:
+        b.close()
+        ws.close()
+    c = _fake(srv(OP_PING, b"") + srv(OP_CLOSE, wsclient.close_payload(1001)))
+    c.conn.send = lambda data: True
+    assert c.expect_close(1001) == (1001, b"")
+
+
+def test_mws_000_15_pong_waits_for_a_frame_being_sent():
+    """A pong due while another thread writes a frame goes out after that
+    frame, never inside it."""
+    import threading
+    ws, b = _fake_open(build_frame(OP_PING, b"x", masked=False))
+    try:
+        started, release = threading.Event(), threading.Event()
+        real_send = ws.conn.send
+
+        def slow_send(data):
+            if len(data) > 100:      # the big frame: half, wait, the rest
+                real_send(data[:50])
+                started.set()
+                release.wait(5)
+                return real_send(data[50:])
+            return real_send(data)
+        ws.conn.send = slow_send
+        t = threading.Thread(target=ws.send_frame, args=(OP_BINARY, b"z" * 1000))
+        t.start()
+        assert started.wait(5)
+        f = ws.recv_frame()
+        ws._answer_ping(f)           # as recv_message does
+        release.set()
+        t.join(5)
+        sent = _client_frames(b, ws)
+        assert [(f.opcode, len(f.payload)) for f in sent] == \
+            [(OP_BINARY, 1000), (wsclient.OP_PONG, 1)]
+    finally:
+        b.close()
+        ws.close()

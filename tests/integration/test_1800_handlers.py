@@ -34,6 +34,13 @@ HANDLER_LOCATIONS = """
     WebSocketHandler {chat}
     WebSocketMaxQueuedBytes 64M
 </Location>
+# keep-alive pings between the messages, as the server sends every
+# Timeout/2 (test 12)
+<Location /chat-ping>
+    SetHandler websocket
+    WebSocketHandler {chat}
+    WebSocketPingInterval 50ms
+</Location>
 <Location /increment>
     SetHandler websocket
     WebSocketHandler {inc}
@@ -87,12 +94,16 @@ def recv_until(ws, pred, timeout=5.0):
 
 
 def expect_silence(ws, seconds=0.5):
-    """Nothing may arrive for `seconds`."""
-    try:
-        f = ws.recv_frame(seconds)
-    except (socket.timeout, TimeoutError):
-        return
-    raise AssertionError("unexpected frame %r" % f)
+    """Nothing but server pings (answered) may arrive for `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            f = ws.recv_frame(max(0.0, deadline - time.monotonic()))
+        except (socket.timeout, TimeoutError):
+            return
+        if f is None or f.opcode != wsclient.OP_PING:
+            raise AssertionError("unexpected frame %r" % f)
+        ws._answer_ping(f)
 
 
 def chat_join(env, path, timeout=5.0):
@@ -395,6 +406,37 @@ def test_mws_1800_11_broadcast_waits_for_no_paused_reader(henv, tls):
     finally:
         for ws in others + [pub, paused]:
             ws.close()
+
+
+def test_mws_1800_12_readers_answer_keepalive_pings(henv):
+    """The server pings a quiet member (every Timeout/2 by default, here
+    every 50 ms): the test readers answer and go on reading, as a client
+    must (test 11 once failed on a slow machine with "unexpected control
+    frame op=0x9" from its readers)."""
+    a, _ = chat_join(henv, "/chat-ping?room=pings")
+    b, wb = chat_join(henv, "/chat-ping?room=pings")
+    try:
+        j, _ = recv_until(a, lambda m: m["type"] == "join")
+        assert j["user"] == wb["user"], j
+        time.sleep(0.3)                 # pings queue up before the message
+        b.send_message(OP_TEXT, "after the pings")
+        time.sleep(0.3)                 # and behind it
+        m, _ = recv_until(a, lambda m: m["type"] == "message")
+        assert m["text"] == "after the pings", m
+        m, _ = recv_until(b, lambda m: m["type"] == "message")
+        assert m["text"] == "after the pings", m
+        # the pongs went out between whole frames: the connections are fine
+        a.send_message(OP_TEXT, "still here")
+        m, _ = recv_until(b, lambda m: m["type"] == "message")
+        assert m["text"] == "still here", m
+        m, _ = recv_until(a, lambda m: m["type"] == "message")
+        assert m["text"] == "still here", m
+        expect_silence(a, 0.3)          # pings only, answered
+        assert a.pings_answered >= 5 and b.pings_answered >= 5, \
+            (a.pings_answered, b.pings_answered)
+    finally:
+        close_ws(a)
+        close_ws(b)
 
 
 # ---- increment ----------------------------------------------------------------

@@ -18,6 +18,7 @@ import os
 import socket
 import ssl
 import struct
+import threading
 import time
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -441,6 +442,13 @@ class WsClient:
         self.response = response
         self.key = key
         self.frames = []  # every frame received, in order
+        # the server may ping at any time (its keep-alive pings): the
+        # readers that keep the connection answer them (_answer_ping).
+        # Sends hold _send_lock, so that a pong from a reader thread
+        # never lands inside a frame another thread is writing
+        self.pings_answered = 0
+        self._send_lock = threading.RLock()
+        self._pending_pongs = []
 
     @classmethod
     def connect(cls, host, port, path="/echo", headers=(), tls_ctx=None,
@@ -463,10 +471,13 @@ class WsClient:
     # sending ---------------------------------------------------------------
 
     def send_raw(self, data):
-        return self.conn.send(data)
+        """Any bytes, also part of a frame (so no pending pong follows)."""
+        with self._send_lock:
+            return self.conn.send(data)
 
     def send_frame(self, opcode, payload=b"", **kw):
-        return self.conn.send(build_frame(opcode, payload, **kw))
+        data = build_frame(opcode, payload, **kw)
+        return self._send_whole(lambda: self.conn.send(data))
 
     def send_message(self, opcode, payload, fragments=None, chop=None, **kw):
         """Send a message, whole (fragments None/1) or in fragments:
@@ -490,12 +501,42 @@ class WsClient:
         return self.send_chopped(bytes(data), chop)
 
     def send_chopped(self, data, chop=None):
+        """Whole frames in data (written in pieces of chop bytes)."""
         if not chop:
-            return self.conn.send(data)
-        for i in range(0, len(data), chop):
-            if not self.conn.send(data[i:i + chop]):
-                return False
-        return True
+            return self._send_whole(lambda: self.conn.send(data))
+        return self._send_whole(lambda: all(self.conn.send(data[i:i + chop])
+                                            for i in range(0, len(data), chop)))
+
+    def _send_whole(self, send):
+        """Run send (it writes whole frames) under _send_lock, then send the
+        pongs that a reader queued meanwhile."""
+        with self._send_lock:
+            ok = send()
+            self._flush_pongs()
+        if self._pending_pongs:     # queued after the flush, before the release
+            self._try_flush_pongs()
+        return ok
+
+    def _flush_pongs(self):
+        """Send the queued pongs (the caller holds _send_lock, between frames)."""
+        while self._pending_pongs:
+            self.conn.send(build_frame(OP_PONG, self._pending_pongs.pop(0)))
+
+    def _try_flush_pongs(self):
+        if self._send_lock.acquire(blocking=False):
+            try:
+                self._flush_pongs()
+            finally:
+                self._send_lock.release()
+
+    def _answer_ping(self, f):
+        """Answer a server ping with a pong of its payload (RFC 6455 5.5.2),
+        now if no other thread is writing, else right after its frame
+        (waiting for it could deadlock against a server that waits for us
+        to read).  A send that fails is seen by the next read as EOF."""
+        self.pings_answered += 1
+        self._pending_pongs.append(f.payload)
+        self._try_flush_pongs()
 
     def send_close(self, code=None, reason=b"", **kw):
         return self.send_frame(OP_CLOSE, close_payload(code, reason), **kw)
@@ -519,8 +560,10 @@ class WsClient:
                 return None
 
     def recv_message(self, timeout=None):
-        """Next data message as (opcode, payload).  Fails on any control
-        frame, an unexpected continuation, or EOF."""
+        """Next data message as (opcode, payload).  A ping (which a server
+        may send at any time, also between the fragments of a message) is
+        answered with a pong and skipped.  Fails on a pong or a close, an
+        unexpected continuation, or EOF."""
         deadline = time.monotonic() + (self.conn.timeout if timeout is None else timeout)
         opcode = None
         parts = []
@@ -528,6 +571,9 @@ class WsClient:
             f = self.recv_frame(max(0.0, deadline - time.monotonic()))
             if f is None:
                 raise WsError("EOF while waiting for a message")
+            if f.opcode == OP_PING:
+                self._answer_ping(f)
+                continue
             if f.is_control:
                 if f.opcode == OP_CLOSE:
                     raise WsError("got close %r while waiting for a message" % (f.close_info(),))
@@ -551,7 +597,13 @@ class WsClient:
         return self.recv_message(timeout)
 
     def expect_pong(self, payload, timeout=None):
+        """The next frame other than a server ping (answered) must be a pong
+        with payload."""
+        deadline = time.monotonic() + (self.conn.timeout if timeout is None else timeout)
         f = self.recv_frame(timeout)
+        while f is not None and f.opcode == OP_PING:
+            self._answer_ping(f)
+            f = self.recv_frame(max(0.0, deadline - time.monotonic()))
         if f is None:
             raise WsError("EOF while waiting for a pong")
         if f.opcode != OP_PONG:
@@ -577,11 +629,14 @@ class WsClient:
         """Wait for the server's close frame; assert its code (None = empty
         payload, "any" = don't care, a tuple = one of).  Then answer with a
         close (as a client should) and expect the server to end TCP.
+        Frames before the close fail unless allow_frames; server pings are
+        allowed anyway (not answered: the connection is closing).
         Returns (code, reason)."""
         before, f = self.read_until_close(timeout)
         if f is None:
             raise WsError("EOF without a close frame (expected %s); frames before: %r"
                           % (code, before))
+        before = [b for b in before if b.opcode != OP_PING]
         if before and not allow_frames:
             raise WsError("unexpected frames before close: %r" % before)
         got, reason = f.close_info()
