@@ -320,10 +320,11 @@ static const char *cmd_time(cmd_parms *cmd, void *dconf, const char *arg)
 static const char *cmd_reassembly(cmd_parms *cmd, void *dconf,
                                   const char *arg)
 {
-    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    const char *err = ap_check_cmd_context(cmd, NOT_IN_HTACCESS);
     apr_off_t v;
 
-    if (err || (err = parse_size(cmd, arg, &v)) != NULL) {
+    if (err || (err = ap_check_cmd_context(cmd, GLOBAL_ONLY)) != NULL
+        || (err = parse_size(cmd, arg, &v)) != NULL) {
         return err;
     }
     mws_reassembly_limit = (apr_size_t)v;

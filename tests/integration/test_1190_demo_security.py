@@ -142,7 +142,7 @@ def _stop_and_clean(port, cache, roots):
     return r
 
 
-def test_mws_1160_01_demo_as_root_ignores_planted_folder(area):
+def test_mws_1190_01_demo_as_root_ignores_planted_folder(area):
     port = conftest.free_port()
     cache = os.path.join(area, "cache")
     os.mkdir(cache, 0o700)
@@ -235,7 +235,7 @@ def test_mws_1160_01_demo_as_root_ignores_planted_folder(area):
         shutil.rmtree(planted, ignore_errors=True)
 
 
-def test_mws_1160_02_refuses_what_is_not_the_callers(area):
+def test_mws_1190_02_refuses_what_is_not_the_callers(area):
     port = conftest.free_port()
     cache = os.path.join(area, "cache")
     os.mkdir(cache, 0o700)
