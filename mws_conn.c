@@ -1300,6 +1300,19 @@ int mws_drive_pass(mws_drive *dv, int need_read)
     }
 }
 
+/* Passes with input until one no longer stops at its read budget: what
+ * is left may sit in a filter (the core's own buffer, mod_ssl's), where the
+ * MPM's poll would not see it.  Returns 1 when the connection is finished. */
+int mws_drive_input(mws_drive *dv)
+{
+    int finished;
+
+    do {
+        finished = mws_drive_pass(dv, 1);
+    } while (!finished && dv->read_more);
+    return finished;
+}
+
 /* Whether a short read proves the input drained: every input filter is
  * httpd's core one, whose read is greedy (it stops short only when the
  * socket would block), or mod_logio's counter; none keeps bytes back
@@ -1648,7 +1661,7 @@ void mws_conn_start(mws_conn *mc, int allow_park)
         drive_blocking(dv);
         return;
     }
-    if (mws_drive_pass(dv, 1)) {
+    if (mws_drive_input(dv)) {
         mws_drive_finish(dv);
         return;
     }

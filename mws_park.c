@@ -503,12 +503,7 @@ static int ws_process_connection(conn_rec *c)
         async_take(dv->mc);     /* resume_connection normally did it */
     }
     mws_alloc_busy(dv);
-    do {
-        /* a pass reads a bounded amount and writes the replies; what is
-         * left may wait inside a filter (TLS), where the MPM's poll would
-         * not see it */
-        finished = dv->closing || mws_drive_pass(dv, 1);
-    } while (!finished && dv->read_more);
+    finished = dv->closing || mws_drive_input(dv);
     if (finished) {
         mws_drive_finish(dv);
         c->cs->state = CONN_STATE_LINGER;

@@ -285,6 +285,7 @@ extern apr_size_t mws_reassembly_limit;
 
 /* mws_conn.c: the pass both drivers run, its end, the last close frame */
 int mws_drive_pass(mws_drive *dv, int need_read);
+int mws_drive_input(mws_drive *dv);
 void mws_alloc_busy(mws_drive *dv);
 void mws_drive_finish(mws_drive *dv);
 void mws_drive_last_words(mws_drive *dv);

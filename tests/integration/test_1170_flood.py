@@ -290,3 +290,27 @@ def test_mws_1170_06_over_the_cap_is_not_read(flood):
         f = next_non_ping(ws, 20)
     assert f is not None and f.opcode == OP_TEXT and f.payload == b"still here", f
     ws.close()
+
+
+@pytest.mark.parametrize("size", [70000, 300000])
+def test_mws_1170_07_large_message_behind_the_handshake(flood, size):
+    """Frames sent in the same write as the handshake, more than one pass
+    reads (64 KiB), are served at once: the first pass, which runs before
+    the connection is first parked, also goes on while it stops at its read
+    budget (what it leaves may sit in the core filter's buffer, where the
+    MPM's poll does not see it).  The hang this guards against was a race
+    (test_1100_20 once timed out echoing 70,000 bytes); this test did not
+    reproduce it deterministically."""
+    key = wsclient.new_key()
+    conn = wsclient.Conn.open(flood.host, flood.http_port, timeout=10)
+    req = wsclient.build_request("GET", "/echo",
+                                 host="%s:%d" % (flood.host, flood.http_port),
+                                 headers=wsclient.upgrade_headers(key=key))
+    payload = bytes(range(256)) * (size // 256)
+    conn.send(req + build_frame(OP_BINARY, payload))
+    resp = conn.read_response()
+    assert resp.status == 101, resp
+    ws = wsclient.WsClient(conn, resp, key)
+    f = next_non_ping(ws, 5)
+    assert f is not None and f.opcode == OP_BINARY and f.payload == payload, f
+    ws.close()
