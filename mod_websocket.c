@@ -220,6 +220,35 @@ static const char *load_handler(cmd_parms *cmd, const char *arg,
     return NULL;
 }
 
+/* The scope of the line's channels: what tells it from every other line,
+ * also in the next generation if the configuration did not change (the
+ * line, its section, its virtual host: one file Included in two virtual
+ * hosts makes two lines), and unique in this generation. */
+static void set_scope(cmd_parms *cmd, mws_instance *inst)
+{
+    const server_rec *s = cmd->server;
+    const char *ident = apr_psprintf(cmd->temp_pool, "%s\n%s\n%s\n%s:%u",
+                                     inst->where, inst->name,
+                                     cmd->path ? cmd->path : "",
+                                     s->defn_name ? s->defn_name : "",
+                                     s->defn_line_number);
+    int i, again, n = 0;
+
+    mws_pubsub_scope(inst, ident);
+    do {
+        again = 0;
+        for (i = 0; i < mws_instances->nelts; ++i) {
+            if (!strcmp(APR_ARRAY_IDX(mws_instances, i, mws_instance *)->scope,
+                        inst->scope)) {
+                mws_pubsub_scope(inst, apr_psprintf(cmd->temp_pool, "%s#%d",
+                                                    ident, ++n));
+                again = 1;
+                break;
+            }
+        }
+    } while (again);
+}
+
 static const char *cmd_handler(cmd_parms *cmd, void *dconf, const char *arg,
                                const char *symbol)
 {
@@ -243,6 +272,7 @@ static const char *cmd_handler(cmd_parms *cmd, void *dconf, const char *arg,
                                cmd->directive->filename,
                                cmd->directive->line_num);
     inst->dconf = d;
+    set_scope(cmd, inst);
     d->instance = inst;
     APR_ARRAY_PUSH(mws_instances, mws_instance *) = inst;
     return NULL;
@@ -803,7 +833,9 @@ static int ws_handler(request_rec *r)
                  "Sec-WebSocket-Protocol", NULL);
 
     if (d->instance->h->on_open) {
+        mws_instance *prev = mws_instance_enter(d->instance);
         status = d->instance->h->on_open(mc, &req, d->instance->data);
+        mws_instance_leave(prev);
         if (status != 0) {
             if (status < 400 || status > 599) {
                 ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, MWS_LOGNO(00004)
@@ -856,7 +888,9 @@ static apr_status_t instances_shutdown(void *unused)
     for (i = 0; i < mws_instances->nelts; ++i) {
         mws_instance *inst = APR_ARRAY_IDX(mws_instances, i, mws_instance *);
         if (inst->ready && inst->h->shutdown) {
+            mws_instance *prev = mws_instance_enter(inst);
             inst->h->shutdown(inst->data);
+            mws_instance_leave(prev);
         }
         inst->ready = 0;
     }
@@ -870,15 +904,23 @@ static void child_init(apr_pool_t *pchild, server_rec *s)
     mws_registry_init(pchild);
     mws_conn_child_init(pchild, s);
     mws_limits_child_init(pchild, s);
+    mws_pubsub_child_open(pchild, s);
     for (i = 0; i < mws_instances->nelts; ++i) {
         mws_instance *inst = APR_ARRAY_IDX(mws_instances, i, mws_instance *);
         const apr_array_header_t *opts = inst->dconf->options;
+        mws_instance *prev;
+        int rc = 0;
 
         inst->data = NULL;
         inst->ready = 1;
-        if (inst->h->init
-            && inst->h->init(&mws_host_table, (const mws_option *)opts->elts,
-                             (size_t)opts->nelts, &inst->data) != 0) {
+        if (inst->h->init) {
+            prev = mws_instance_enter(inst);
+            rc = inst->h->init(&mws_host_table,
+                               (const mws_option *)opts->elts,
+                               (size_t)opts->nelts, &inst->data);
+            mws_instance_leave(prev);
+        }
+        if (rc != 0) {
             inst->ready = 0;
             ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, MWS_LOGNO(00005)
                          "handler %s (%s): init failed", inst->name,
@@ -919,17 +961,27 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog,
     if ((rv = mws_limits_post_config(pconf, s)) != OK) {
         return rv;
     }
-    return mws_pubsub_post_config(pconf, ptemp, s);
+    return mws_pubsub_post_config(pconf, ptemp, s, mws_instances->nelts);
+}
+
+/* Also for httpd -t: what would make the start fail, without changing
+ * anything. */
+static int check_config(apr_pool_t *pconf, apr_pool_t *plog,
+                        apr_pool_t *ptemp, server_rec *s)
+{
+    return mws_pubsub_check_config(ptemp, s, mws_instances->nelts);
 }
 
 static void register_hooks(apr_pool_t *p)
 {
     ap_hook_pre_config(pre_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_check_config(check_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_stopping(child_stopping, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(ws_handler, NULL, NULL, APR_HOOK_MIDDLE);
     mws_conn_register_hooks();
+    mws_pubsub_register_hooks();
 }
 
 AP_DECLARE_MODULE(websocket) = {

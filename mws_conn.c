@@ -512,6 +512,7 @@ static apr_time_t run_timers(mws_conn *mc, apr_time_t now)
 {
     apr_time_t next;
     struct mws_timer *t;
+    mws_instance *prev;
 
     if (!__atomic_load_n(&mc->timers, __ATOMIC_RELAXED)) {
         return 0;       /* none (one added meanwhile wakes the driver) */
@@ -527,7 +528,9 @@ static apr_time_t run_timers(mws_conn *mc, apr_time_t now)
         ap_log_cerror(APLOG_MARK, APLOG_TRACE5, 0, mc->c,
                       "ws(%" APR_UINT64_T_FMT "): timer due %" APR_TIME_T_FMT
                       " us ago", (apr_uint64_t)mc->id, now - t->due);
+        prev = mws_instance_enter(mc->inst);
         t->fn(mc, t->arg);
+        mws_instance_leave(prev);
 
         pthread_mutex_lock(&mc->lock);
         mc->running = NULL;
@@ -776,7 +779,11 @@ static apr_status_t flush_out(mws_drive *dv, int careful)
 static int deliver(mws_drive *dv, mws_msg_type type, const void *data,
                    size_t len)
 {
-    return dv->h->on_message(dv->mc, type, data, len);
+    mws_instance *prev = mws_instance_enter(dv->mc->inst);
+    int rc = dv->h->on_message(dv->mc, type, data, len);
+
+    mws_instance_leave(prev);
+    return rc;
 }
 
 static void handler_failed(mws_drive *dv)
@@ -858,8 +865,10 @@ static void on_data(mws_drive *dv, const ws_event *ev)
         return;                 /* closing: data is discarded */
     }
     if (dv->h->on_fragment) {
+        mws_instance *prev = mws_instance_enter(dv->mc->inst);
         rc = dv->h->on_fragment(dv->mc, type, ev->data, ev->len, first,
                                 last);
+        mws_instance_leave(prev);
     }
     else if (first && last) {
         rc = deliver(dv, type, ev->data, ev->len);   /* no copy */
@@ -1686,7 +1695,9 @@ void mws_conn_report_close(mws_conn *mc, int code, const char *reason,
     if (mc->opened && !__atomic_exchange_n(&mc->close_reported, 1,
                                            __ATOMIC_ACQ_REL)
         && h->on_close) {
+        mws_instance *prev = mws_instance_enter(mc->inst);
         h->on_close(mc, code, reason, reason_len);
+        mws_instance_leave(prev);
     }
 }
 

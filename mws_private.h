@@ -41,11 +41,16 @@ extern module AP_MODULE_DECLARE_DATA websocket_module;
 /* a parked WebSocket silent this long gives its read buffers back */
 #define MWS_TRIM_AFTER            apr_time_from_sec(1)
 
+/* hex digits of a channel scope (mws_pubsub.c) */
+#define MWS_SCOPE_HEX 32
+
 /* One WebSocketHandler line: a handler plus the options of its section. */
 typedef struct mws_instance {
     const mws_handler *h;
     const char *name;            /* handler->name or the path            */
     const char *where;           /* "file:line" of the directive          */
+    char scope[MWS_SCOPE_HEX + 1];  /* its channels' scope: the same in
+                                     * every child of a generation        */
     struct mws_dir_conf *dconf;  /* the section the directive was in      */
     void *data;                  /* what init() returned, per child        */
     int ready;                   /* init() succeeded in this child         */
@@ -341,9 +346,17 @@ void mws_conn_report_close(mws_conn *mc, int code, const char *reason,
                            size_t reason_len);
 
 /* mws_pubsub.c: channels across child processes */
+void mws_pubsub_scope(mws_instance *inst, const char *ident);
+/* The glue sets the line whose handler callback runs on this thread
+ * (publish() scopes channel names by it); leave() restores the previous. */
+mws_instance *mws_instance_enter(mws_instance *inst);
+void mws_instance_leave(mws_instance *prev);
+void mws_pubsub_register_hooks(void);
+void mws_pubsub_child_open(apr_pool_t *pchild, server_rec *s);
 void mws_pubsub_child_init(apr_pool_t *pchild, server_rec *s);
+int mws_pubsub_check_config(apr_pool_t *ptemp, server_rec *s, int ninst);
 int mws_pubsub_post_config(apr_pool_t *pconf, apr_pool_t *ptemp,
-                           server_rec *s);
+                           server_rec *s, int ninst);
 void mws_pubsub_drop_conn(mws_conn *mc);
 int mws_pubsub_subscribe(mws_conn *mc, const char *channel);
 int mws_pubsub_unsubscribe(mws_conn *mc, const char *channel);

@@ -11,7 +11,10 @@
  *     </Location>
  *
  * The room is `?room=NAME` from the query (NAME: 1-64 of [A-Za-z0-9_-];
- * anything else is refused with 400), or else the request path.  Other
+ * anything else is refused with 400), or else the request path.  Rooms
+ * belong to their WebSocketHandler line: /public?room=lobby and
+ * /chat?room=lobby (two lines) are two rooms, whatever authentication
+ * either location requires.  Other
  * query parameters are ignored, except `name=NICK` (same rule), a nickname
  * shown beside the id.  The user id is "<pid>-<connection id>": host->id()
  * is unique only within one child process, the pid makes it unique across

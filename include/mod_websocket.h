@@ -221,15 +221,24 @@ typedef struct mws_host {
 
     /** Receive every message published on channel (any child process) until
      *  unsubscribed or closed.  A connection may join several channels.
-     *  Channel names (1 to 200 bytes) are shared by every handler of the
-     *  server: prefix them with your handler's name.  A connection is
-     *  unsubscribed from everything before its on_close runs. */
+     *  Channel names (1 to 200 bytes) belong to the WebSocketHandler line
+     *  of c: the same name under another WebSocketHandler line (another
+     *  location or virtual host, even of the same handler) is another
+     *  channel.  Names that begin with "server:" are the exception: one
+     *  channel for the whole server, shared by every handler line.  A
+     *  connection is unsubscribed from everything before its on_close
+     *  runs. */
     int (*subscribe)(mws_conn *c, const char *channel);
-    /** Leave channel. */
+    /** Leave channel (scoped as in subscribe). */
     int (*unsubscribe)(mws_conn *c, const char *channel);
     /** Send a message to every connection subscribed to channel in every
-     *  child process of this server.  Text must be UTF-8.  A message for
-     *  other child processes travels as one datagram, so it may be at most
+     *  child process of this server.  The channel is that of the
+     *  WebSocketHandler line whose callback is running on this thread
+     *  (init, on_open, on_message, on_fragment, on_close, a timer,
+     *  shutdown); outside a callback (a thread of the handler's own) only
+     *  "server:" channels can be published to, others fail with
+     *  MWS_ERR_STATE.  Text must be UTF-8.  A message for other child
+     *  processes travels as one socket message, so it may be at most
      *  64 KiB (MWS_PUBLISH_MAX): larger ones fail with MWS_ERR_TOO_BIG and
      *  reach nobody.  Returns the number of receivers in this child
      *  process, or a negative mws_status. */

@@ -97,6 +97,7 @@
 #define T_CMD_MAX      1024
 #define T_FANOUT_THRDS 16
 #define T_MAX_THREADS  64
+#define T_MAX_SUBS     8
 
 static const mws_host *host;
 
@@ -106,6 +107,7 @@ typedef struct {
     int relay;                   /* Stream relay */
     mws_option *opts;            /* copies of what init() got */
     size_t nopts;
+    char *pub_shutdown;          /* PublishShutdown channel */
 } t_instance;
 
 /* One per accepted connection; freed in on_close. */
@@ -127,6 +129,9 @@ typedef struct t_conn {
     int in_msg;
     uint64_t pieces, bytes, max_piece, order_errors;
     uint32_t fnv;
+    /* channels subscribed with "sub" (unsubscribed again in on_close) */
+    char *subs[T_MAX_SUBS];
+    int nsubs;
 } t_conn;
 
 /* Counters of this child process. */
@@ -345,6 +350,10 @@ static int t_init(const mws_host *h, const mws_option *opts, size_t nopts,
         else if (!strcasecmp(opts[i].key, "Stream")) {
             ti->relay = !strcasecmp(opts[i].value, "relay");
         }
+        else if (!strcasecmp(opts[i].key, "PublishShutdown")) {
+            free(ti->pub_shutdown);
+            ti->pub_shutdown = t_strdup(opts[i].value);
+        }
     }
     ti->nopts = nopts;
     *instance = ti;
@@ -352,6 +361,12 @@ static int t_init(const mws_host *h, const mws_option *opts, size_t nopts,
     ++g_instances;
     pthread_mutex_unlock(&g_lock);
     logline(ti, "init pid=%d nopts=%zu", (int)getpid(), nopts);
+    for (i = 0; i < nopts; ++i) {
+        if (!strcasecmp(opts[i].key, "PublishInit")) {
+            logline(ti, "initpub pid=%d rv=%d", (int)getpid(),
+                    host->publish(opts[i].value, MWS_TEXT, "init", 4));
+        }
+    }
     return 0;
 }
 
@@ -368,6 +383,11 @@ static void t_shutdown(void *instance)
     logline(ti, "shutdown pid=%d live=%lu", (int)getpid(), live);
     if (!ti) {
         return;
+    }
+    if (ti->pub_shutdown) {
+        logline(ti, "shutdownpub pid=%d rv=%d", (int)getpid(),
+                host->publish(ti->pub_shutdown, MWS_TEXT, "shutdown", 8));
+        free(ti->pub_shutdown);
     }
     pthread_mutex_lock(&g_lock);
     if (g_instances && --g_instances == 0) {
@@ -413,6 +433,9 @@ static void free_conn(t_conn *tc)
     for (i = 0; i < tc->nhdr; ++i) {
         free(tc->hdr_name[i]);
         free(tc->hdr_value[i]);
+    }
+    for (i = 0; i < tc->nsubs; ++i) {
+        free(tc->subs[i]);
     }
     free(tc->path);
     free(tc->query);
@@ -538,6 +561,7 @@ static void t_close(mws_conn *c, int code, const char *reason,
 {
     t_conn *tc = host->get_data(c);
     char enc[3 * 128 + 1];
+    int i;
 
     pct_encode(enc, sizeof(enc), reason ? reason : "",
                reason ? reason_len : 0);
@@ -576,6 +600,13 @@ static void t_close(mws_conn *c, int code, const char *reason,
 
     logline(tc->inst, "close pid=%d id=%" PRIu64 " code=%d reason=%s",
             (int)getpid(), tc->id, code, enc);
+    /* a handler that cleans up after itself (the module has normally
+     * unsubscribed c already: MWS_ERR_NOTFOUND) */
+    for (i = 0; i < tc->nsubs; ++i) {
+        logline(tc->inst, "unsub pid=%d id=%" PRIu64 " ch=%s rv=%d",
+                (int)getpid(), tc->id, tc->subs[i],
+                host->unsubscribe(c, tc->subs[i]));
+    }
     free_conn(tc);
     host->release(c);           /* the registry's reference */
 }
@@ -1093,6 +1124,143 @@ static int cmd_badcalls(mws_conn *c)
     return host->send(c, MWS_TEXT, buf, strlen(buf));
 }
 
+/* ---- publish/subscribe ------------------------------------------------- */
+
+/* "CH REST": split off the channel (the first word of arg). */
+static char *split_channel(char *arg, char **rest)
+{
+    char *sp = strchr(arg, ' ');
+
+    if (sp) {
+        *sp = '\0';
+        *rest = sp + 1;
+    }
+    else {
+        *rest = arg + strlen(arg);
+    }
+    return arg;
+}
+
+typedef struct {
+    mws_conn *c;                 /* retained */
+    char *channel, *text;
+} t_pub;
+
+static void pub_free(t_pub *p)
+{
+    free(p->channel);
+    free(p->text);
+    free(p);
+}
+
+static t_pub *pub_new(mws_conn *c, const char *channel, const char *text)
+{
+    t_pub *p = calloc(1, sizeof(*p));
+
+    if (!p || !(p->channel = t_strdup(channel))
+        || !(p->text = t_strdup(text))) {
+        if (p) {
+            pub_free(p);
+        }
+        return NULL;
+    }
+    p->c = c;
+    return p;
+}
+
+/* A thread of the handler's own: no callback runs on it. */
+static void *threadpub_main(void *arg)
+{
+    t_pub *p = arg;
+    int rv = host->publish(p->channel, MWS_TEXT, p->text, strlen(p->text));
+
+    reply(p->c, "threadpub %d", rv);
+    host->release(p->c);
+    pub_free(p);
+    return NULL;
+}
+
+static void timerpub_fired(mws_conn *c, void *arg)
+{
+    t_pub *p = arg;
+    t_conn *tc = enter(c, "timerpub");
+
+    if (tc) {
+        reply(c, "timerpub %d", host->publish(p->channel, MWS_TEXT, p->text,
+                                              strlen(p->text)));
+    }
+    leave(tc);
+    pub_free(p);
+}
+
+static void cmd_pubsub(t_conn *tc, mws_conn *c, const char *cmd, char *arg)
+{
+    char *rest, *ch = split_channel(arg, &rest);
+    int rv, i;
+
+    if (!strcmp(cmd, "sub")) {
+        rv = host->subscribe(c, ch);
+        if (rv == MWS_OK && tc->nsubs < T_MAX_SUBS) {
+            for (i = 0; i < tc->nsubs && strcmp(tc->subs[i], ch); ++i) {
+            }
+            if (i == tc->nsubs && (tc->subs[i] = t_strdup(ch)) != NULL) {
+                ++tc->nsubs;
+            }
+        }
+        reply(c, "sub %s %d", ch, rv);
+    }
+    else if (!strcmp(cmd, "unsub")) {
+        rv = host->unsubscribe(c, ch);
+        for (i = 0; i < tc->nsubs; ++i) {
+            if (!strcmp(tc->subs[i], ch)) {
+                free(tc->subs[i]);
+                tc->subs[i] = tc->subs[--tc->nsubs];
+                break;
+            }
+        }
+        reply(c, "unsub %s %d", ch, rv);
+    }
+    else if (!strcmp(cmd, "pub")) {
+        reply(c, "pub %d", host->publish(ch, MWS_TEXT, rest, strlen(rest)));
+    }
+    else if (!strcmp(cmd, "pubhex")) {
+        unsigned char bytes[T_CMD_MAX / 2];
+        size_t n = 0;
+        unsigned v;
+        while (n < sizeof(bytes) && sscanf(rest + 2 * n, "%2x", &v) == 1) {
+            bytes[n++] = (unsigned char)v;
+        }
+        reply(c, "pub %d", host->publish(ch, MWS_TEXT, bytes, n));
+    }
+    else if (!strcmp(cmd, "threadpub")) {
+        t_pub *p = pub_new(host->retain(c), ch, rest);
+        pthread_t tid;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        if (!p || pthread_create(&tid, &attr, threadpub_main, p) != 0) {
+            host->release(c);
+            if (p) {
+                pub_free(p);
+            }
+            reply(c, "threadpub cannot start a thread");
+        }
+        pthread_attr_destroy(&attr);
+    }
+    else if (!strcmp(cmd, "timerpub")) {
+        /* arg: MS CH TEXT */
+        char *rest2, *ch2 = split_channel(rest, &rest2);
+        t_pub *p = pub_new(c, ch2, rest2);
+        if (!p || !host->timer_add(c, (unsigned)atoi(ch), 0, timerpub_fired,
+                                   p)) {
+            if (p) {
+                pub_free(p);
+            }
+            reply(c, "timerpub failed");
+        }
+    }
+}
+
 /* Run one command; returns 1 if text was a command, with *rc the callback's
  * result; 0 if it was not a command. */
 static int command(t_conn *tc, mws_conn *c, const char *text, size_t len,
@@ -1282,6 +1450,11 @@ static int command(t_conn *tc, mws_conn *c, const char *text, size_t len,
     }
     else if (!strcmp(cmd, "badcalls")) {
         cmd_badcalls(c);
+    }
+    else if (!strcmp(cmd, "sub") || !strcmp(cmd, "unsub")
+             || !strcmp(cmd, "pub") || !strcmp(cmd, "pubhex")
+             || !strcmp(cmd, "threadpub") || !strcmp(cmd, "timerpub")) {
+        cmd_pubsub(tc, c, cmd, arg);
     }
     else if (!strcmp(cmd, "note")) {
         logline(tc->inst, "note pid=%d id=%" PRIu64 " %s", (int)getpid(),
