@@ -1,6 +1,11 @@
 /*
  * mws_conn.c -- the connection object handlers hold (mws_conn): creation,
  * reference counting, the end of its life.
+ *
+ * Locking: mc->lock guards the queue, the timers, the state and the
+ * reference count.  No callback into the handler runs with it held, and the
+ * code never holds two connections' locks at once.  The driver's state of
+ * a connection (mws_drive, mws_pass.c) is touched only by its owner.
  */
 #include <stdlib.h>
 #include <string.h>

@@ -231,3 +231,27 @@ void mws_dispatch(mws_drive *dv, uint8_t *buf, size_t len)
         }
     }
 }
+
+/* A client that keeps talking (pongs) while its message makes no progress
+ * is closed with 1008 after Timeout; a silent one meets Timeout as every
+ * connection does.  Returns when to look again (0: nothing pending), or
+ * -1 when the connection is failing. */
+apr_time_t mws_msg_check_stale(mws_drive *dv, apr_time_t now)
+{
+    apr_time_t stale_at;
+
+    if (!dv->msg_open || dv->last_read <= dv->msg_progress) {
+        return 0;
+    }
+    stale_at = dv->msg_progress + dv->c->base_server->timeout;
+    if (now < stale_at) {
+        return stale_at;
+    }
+    ap_log_cerror(APLOG_MARK, APLOG_INFO, 0, dv->c, MWS_LOGNO(00028)
+                  "ws(%" APR_UINT64_T_FMT "): a message stayed unfinished "
+                  "for Timeout (%" APR_TIME_T_FMT " s): closing with 1008",
+                  (apr_uint64_t)dv->mc->id,
+                  apr_time_sec(dv->c->base_server->timeout));
+    mws_drive_fail(dv, WS_CLOSE_POLICY, "message unfinished for too long");
+    return -1;
+}

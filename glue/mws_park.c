@@ -1,6 +1,19 @@
 /*
  * mws_park.c -- the parked driver: the event MPM waits for a WebSocket's
  * input without a thread.
+ *
+ * Between bursts of work the connection sits in the MPM's pollset in
+ * CONN_STATE_ASYNC_WAITIO and no thread is tied to it.  Who may touch it
+ * is mc->io (under mc->lock):
+ *   MWS_IO_OWNED    a worker runs it (the handshake, process_connection)
+ *   MWS_IO_PARKED   in the MPM's pollset; nobody touches the socket
+ *   MWS_IO_CALLBACK a timed callback of ours runs a pass on it
+ * A thread that queues data for a parked connection registers a timed
+ * callback (delay 0) that takes it from PARKED to CALLBACK, writes and
+ * parks it again.  The MPM tells us when it parks (suspend_connection)
+ * and resumes (resume_connection) a connection; a resume that finds a
+ * callback running waits for it.  Later wake-ups: mws_wakeq.c.  See
+ * docs/design.md.
  */
 #include <stdlib.h>
 #include <string.h>

@@ -130,41 +130,28 @@ static void check_overflow(mws_drive *dv)
     pthread_mutex_unlock(&mc->lock);
 }
 
-/* Keep-alive pings and the idle timeout.  Returns when to look again
- * (0: nothing pending). */
-static apr_time_t check_idle(mws_drive *dv, apr_time_t now)
+/* The earlier of two times, where 0 is "none". */
+static apr_time_t earliest(apr_time_t a, apr_time_t b)
+{
+    return (!a || (b && b < a)) ? b : a;
+}
+
+/* Close with 1001 and why (the connection's own time limits). */
+static void time_out(mws_drive *dv, const char *why)
+{
+    mws_drive_close_info(dv, WS_CLOSE_GOING_AWAY, why, strlen(why));
+    mws_queue_close(dv->mc, WS_CLOSE_GOING_AWAY, why);
+}
+
+/* Keep-alive pings (WebSocketPingInterval, or Timeout/2), and the
+ * blocking driver's Timeout for a silent client.  Returns when to look
+ * again (0: nothing pending), or -1 when the connection timed out. */
+static apr_time_t check_alive(mws_drive *dv, apr_time_t now)
 {
     mws_conn *mc = dv->mc;
     const mws_limits *l = &mc->limits;
-    apr_time_t next = 0;
+    apr_time_t next = 0, dead_at;
 
-    if (mc->close_queued) {
-        return 0;
-    }
-    /* a client that keeps talking (pongs) while its message makes no
-     * progress; a silent one meets Timeout below (or the MPM's) */
-    if (dv->msg_open && dv->last_read > dv->msg_progress) {
-        apr_time_t stale_at = dv->msg_progress + dv->c->base_server->timeout;
-
-        if (now >= stale_at) {
-            ap_log_cerror(APLOG_MARK, APLOG_INFO, 0, dv->c, MWS_LOGNO(00028)
-                          "ws(%" APR_UINT64_T_FMT "): a message stayed "
-                          "unfinished for Timeout (%" APR_TIME_T_FMT " s): "
-                          "closing with 1008", (apr_uint64_t)mc->id,
-                          apr_time_sec(dv->c->base_server->timeout));
-            mws_drive_fail(dv, WS_CLOSE_POLICY, "message unfinished for too long");
-            return 0;
-        }
-        next = stale_at;
-    }
-    if (dv->pong_deadline && now >= dv->pong_deadline) {
-        ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, dv->c, MWS_LOGNO(00020)
-                      "ws(%" APR_UINT64_T_FMT "): idle and no pong: closing "
-                      "with 1001", (apr_uint64_t)mc->id);
-        mws_drive_close_info(dv, WS_CLOSE_GOING_AWAY, "idle timeout", 12);
-        mws_queue_close(mc, WS_CLOSE_GOING_AWAY, "idle timeout");
-        return 0;
-    }
     if (l->ping_interval) {
         if (!dv->next_ping) {
             dv->next_ping = now + l->ping_interval;
@@ -173,53 +160,164 @@ static apr_time_t check_idle(mws_drive *dv, apr_time_t now)
             mws_queue_frame(mc, 1, WS_OP_PING, NULL, 0, MWS_Q_CONTROL);
             dv->next_ping = now + l->ping_interval;
         }
-        if (!next || dv->next_ping < next) {
-            next = dv->next_ping;
-        }
+        next = dv->next_ping;
     }
     if (l->read_timeout) {
-        apr_time_t dead_at = dv->last_read + l->read_timeout;
+        dead_at = dv->last_read + l->read_timeout;
         if (now >= dead_at) {
             ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, dv->c, MWS_LOGNO(00026)
                           "ws(%" APR_UINT64_T_FMT "): nothing from the "
                           "client for Timeout (%" APR_TIME_T_FMT " s): "
                           "closing with 1001", (apr_uint64_t)mc->id,
                           apr_time_sec(l->read_timeout));
-            mws_drive_close_info(dv, WS_CLOSE_GOING_AWAY, "timeout", 7);
-            mws_queue_close(mc, WS_CLOSE_GOING_AWAY, "timeout");
-            return 0;
+            time_out(dv, "timeout");
+            return -1;
         }
-        if (!next || dead_at < next) {
-            next = dead_at;
-        }
-    }
-    if (l->idle_timeout) {
-        apr_time_t idle_at = dv->last_read + l->idle_timeout;
-        if (dv->pong_deadline) {
-            idle_at = dv->pong_deadline;
-        }
-        else if (now >= idle_at) {
-            mws_queue_frame(mc, 1, WS_OP_PING, "idle?", 5, MWS_Q_CONTROL);
-            dv->pong_deadline = now + l->close_timeout;
-            idle_at = dv->pong_deadline;
-        }
-        if (!next || idle_at < next) {
-            next = idle_at;
-        }
+        next = earliest(next, dead_at);
     }
     return next;
 }
 
+/* WebSocketIdleTimeout: no traffic that long, ping (check_idle closes
+ * when no pong came by the deadline).  Returns when to look again (0:
+ * nothing pending). */
+static apr_time_t check_idle_ping(mws_drive *dv, apr_time_t now)
+{
+    mws_conn *mc = dv->mc;
+    const mws_limits *l = &mc->limits;
+    apr_time_t idle_at;
+
+    if (!l->idle_timeout) {
+        return 0;
+    }
+    idle_at = dv->last_read + l->idle_timeout;
+    if (dv->pong_deadline) {
+        idle_at = dv->pong_deadline;
+    }
+    else if (now >= idle_at) {
+        mws_queue_frame(mc, 1, WS_OP_PING, "idle?", 5, MWS_Q_CONTROL);
+        dv->pong_deadline = now + l->close_timeout;
+        idle_at = dv->pong_deadline;
+    }
+    return idle_at;
+}
+
+/* The time limits of the connection.  Returns when to look again (0:
+ * nothing pending). */
+static apr_time_t check_idle(mws_drive *dv, apr_time_t now)
+{
+    apr_time_t stale, idle, alive;
+
+    if (dv->mc->close_queued) {
+        return 0;
+    }
+    if ((stale = mws_msg_check_stale(dv, now)) < 0) {
+        return 0;
+    }
+    if (dv->pong_deadline && now >= dv->pong_deadline) {
+        ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, dv->c, MWS_LOGNO(00020)
+                      "ws(%" APR_UINT64_T_FMT "): idle and no pong: closing "
+                      "with 1001", (apr_uint64_t)dv->mc->id);
+        time_out(dv, "idle timeout");
+        return 0;
+    }
+    if ((alive = check_alive(dv, now)) < 0) {
+        return 0;
+    }
+    idle = check_idle_ping(dv, now);
+    return earliest(earliest(stale, alive), idle);
+}
+
+/* Our close is queued (dv->done): the last frames wait for a client that
+ * does not read.  It gets WebSocketCloseTimeout, then the connection is
+ * dropped (aborted, so that httpd's lingering close does not wait).
+ * Returns 1 when finished, else 0 with dv->next_wake set. */
+static int pass_drain(mws_drive *dv, int need_read)
+{
+    apr_status_t rv;
+
+    if (!dv->write_blocked) {
+        return 1;
+    }
+    if (!dv->drain_deadline) {
+        dv->drain_deadline = dv->now + dv->mc->limits.close_timeout;
+    }
+    if (dv->now >= dv->drain_deadline) {
+        dv->c->aborted = 1;
+        return 1;
+    }
+    if (need_read) {
+        /* input now is discarded, not left to wake the MPM's poll again
+         * and again */
+        rv = read_available(dv);
+        if (rv != APR_EAGAIN && rv != APR_SUCCESS) {
+            return 1;
+        }
+    }
+    dv->next_wake = earliest(mws_write_retry_at(dv), dv->drain_deadline);
+    return 0;
+}
+
+/* Read once per pass: input that arrives while we write wakes the poll
+ * (ours or the MPM's) at once, and a second read here would mostly cost a
+ * system call that says "would block".  A client that lets the queue grow
+ * past its cap is not read until the queue drains: TCP's back-pressure
+ * reaches it.  Returns 1 when the connection is finished (EOF, error). */
+static int pass_read(mws_drive *dv)
+{
+    mws_conn *mc = dv->mc;
+    apr_status_t rv;
+
+    dv->read_paused = (apr_off_t)__atomic_load_n(&mc->queued,
+                                                 __ATOMIC_RELAXED)
+                      > mc->limits.max_queued;
+    if (dv->read_paused) {
+        return 0;
+    }
+    rv = read_available(dv);
+    return rv != APR_EAGAIN && rv != APR_SUCCESS;
+}
+
+/* When must the driver look again?  Sets dv->next_wake from the next
+ * timer and the time limits; 1 when the peer never answered our close. */
+static int pass_schedule(mws_drive *dv, apr_time_t next)
+{
+    apr_time_t now = dv->now, trim_at;
+
+    if (dv->write_blocked) {
+        next = earliest(next, mws_write_retry_at(dv));
+    }
+    else {
+        dv->write_backoff = 0;
+    }
+    if (dv->close_written) {
+        if (now >= dv->close_deadline) {
+            return 1;
+        }
+        next = earliest(next, dv->close_deadline);
+    }
+    if (dv->alloc_busy) {
+        trim_at = dv->last_read + MWS_TRIM_AFTER;
+        if (now >= trim_at) {
+            alloc_trim(dv);
+        }
+        else {
+            next = earliest(next, trim_at);
+        }
+    }
+    dv->next_wake = next;
+    return 0;
+}
+
 /* Everything there is to do now: write, read (if need_read), dispatch,
  * timers, idle.  Returns 1 when the connection is finished, else 0 with
- * dv->next_wake set to when to look again (0: only when input arrives or a thread
- * queues something). */
+ * dv->next_wake set to when to look again (0: only when input arrives or
+ * a thread queues something). */
 int mws_drive_pass(mws_drive *dv, int need_read)
 {
     mws_conn *mc = dv->mc;
-    apr_time_t next_timer, next_idle, now;
+    apr_time_t next;
     apr_status_t rv;
-    int pending;
     /* a parked connection's pass without input serves a push or a timer:
      * its writes must not wait for the client */
     int careful = mc->async && !need_read;
@@ -233,51 +331,15 @@ int mws_drive_pass(mws_drive *dv, int need_read)
             return 1;           /* cannot write: the peer is gone */
         }
         if (dv->done) {
-            if (!dv->write_blocked) {
-                return 1;
-            }
-            /* our last frames wait for a client that does not read: it
-             * gets WebSocketCloseTimeout, then the connection is dropped
-             * (aborted, so that httpd's lingering close does not wait) */
-            if (!dv->drain_deadline) {
-                dv->drain_deadline = dv->now + mc->limits.close_timeout;
-            }
-            if (dv->now >= dv->drain_deadline) {
-                dv->c->aborted = 1;
-                return 1;
-            }
-            if (need_read) {
-                need_read = 0;  /* input now is discarded, not left to
-                                 * wake the MPM's poll again and again */
-                rv = read_available(dv);
-                if (rv != APR_EAGAIN && rv != APR_SUCCESS) {
-                    return 1;
-                }
-            }
-            dv->next_wake = mws_write_retry_at(dv);
-            if (dv->next_wake > dv->drain_deadline) {
-                dv->next_wake = dv->drain_deadline;
-            }
-            return 0;
+            return pass_drain(dv, need_read);
         }
-        /* Read once per pass: input that arrives while we write wakes the
-         * poll (ours or the MPM's) at once, and a second read here would
-         * mostly cost a system call that says "would block". */
         if (need_read) {
             need_read = 0;
-            /* a client that lets the queue grow past its cap is not read
-             * until the queue drains: TCP's back-pressure reaches it */
-            dv->read_paused = (apr_off_t)__atomic_load_n(&mc->queued,
-                                                         __ATOMIC_RELAXED)
-                              > mc->limits.max_queued;
-            if (!dv->read_paused) {
-                rv = read_available(dv);
-                if (rv != APR_EAGAIN && rv != APR_SUCCESS) {
-                    return 1;   /* EOF or read error */
-                }
-                if (dv->done) {
-                    continue;   /* flush our close, then leave */
-                }
+            if (pass_read(dv)) {
+                return 1;
+            }
+            if (dv->done) {
+                continue;       /* flush our close, then leave */
             }
         }
         /* We are about to look at everything: what another thread adds
@@ -285,48 +347,14 @@ int mws_drive_pass(mws_drive *dv, int need_read)
         if (__atomic_load_n(&mc->work_pending, __ATOMIC_RELAXED)) {
             __atomic_exchange_n(&mc->work_pending, 0, __ATOMIC_ACQ_REL);
         }
-        now = dv->now;
-        next_timer = mws_timer_run(mc, now);
-        next_idle = check_idle(dv, now);
-        pending = ((__atomic_load_n(&mc->out.head, __ATOMIC_ACQUIRE) != NULL
-                    && !dv->write_blocked)
-                   || __atomic_load_n(&mc->queue_overflow, __ATOMIC_RELAXED));
-        if (pending) {
+        next = mws_timer_run(mc, dv->now);
+        next = earliest(next, check_idle(dv, dv->now));
+        if ((__atomic_load_n(&mc->out.head, __ATOMIC_ACQUIRE) != NULL
+             && !dv->write_blocked)
+            || __atomic_load_n(&mc->queue_overflow, __ATOMIC_RELAXED)) {
             continue;           /* something to write: write it first */
         }
-        if (next_idle && (!next_timer || next_idle < next_timer)) {
-            next_timer = next_idle;
-        }
-        if (dv->write_blocked) {
-            apr_time_t retry = mws_write_retry_at(dv);
-
-            if (!next_timer || retry < next_timer) {
-                next_timer = retry;
-            }
-        }
-        else {
-            dv->write_backoff = 0;
-        }
-        if (dv->close_written) {
-            if (now >= dv->close_deadline) {
-                return 1;       /* the peer never answered our close */
-            }
-            if (!next_timer || dv->close_deadline < next_timer) {
-                next_timer = dv->close_deadline;
-            }
-        }
-        if (dv->alloc_busy) {
-            apr_time_t trim_at = dv->last_read + MWS_TRIM_AFTER;
-
-            if (now >= trim_at) {
-                alloc_trim(dv);
-            }
-            else if (!next_timer || trim_at < next_timer) {
-                next_timer = trim_at;
-            }
-        }
-        dv->next_wake = next_timer;
-        return 0;
+        return pass_schedule(dv, next);
     }
 }
 

@@ -2,6 +2,9 @@
  * mws_write.c -- writing a connection's queue through its output filters
  * (so mod_ssl and HTTP/2 see every byte): plain writes that wait for the
  * client as httpd does, and careful ones that never wait (pushes, timers).
+ *
+ * All bytes go through the connection's filters (c->output_filters), so
+ * mod_ssl and mod_http2 see them.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -109,6 +112,66 @@ apr_time_t mws_write_retry_at(mws_drive *dv)
     return dv->now + dv->write_backoff;
 }
 
+/* Pass at most room bytes of the frames from keep to the output filters,
+ * with a flush.  Returns the filters' status; *wrote_close says whether
+ * a close frame went out whole. */
+static apr_status_t write_some(mws_drive *dv, mws_out *keep,
+                               apr_size_t room, apr_size_t *bytes,
+                               int *wrote_close)
+{
+    mws_out *o;
+    size_t n;
+    apr_status_t rv;
+
+    /* Transient buckets: the frames stay ours until the flush returns; a
+     * filter that keeps data longer sets it aside (a copy). */
+    *bytes = 0;
+    *wrote_close = 0;
+    for (o = keep; o && *bytes < room; o = o->next) {
+        n = o->len - o->off;
+        if (n > room - *bytes) {
+            n = room - *bytes;
+        }
+        APR_BRIGADE_INSERT_TAIL(dv->bb_out,
+            apr_bucket_transient_create((const char *)o->bytes + o->off,
+                                        n, dv->c->bucket_alloc));
+        *bytes += n;
+        o->off += n;
+        if (o->off < o->len) {
+            break;
+        }
+        *wrote_close |= o->is_close;
+    }
+    APR_BRIGADE_INSERT_TAIL(dv->bb_out,
+                            apr_bucket_flush_create(dv->c->bucket_alloc));
+    rv = ap_pass_brigade(dv->c->output_filters, dv->bb_out);
+    apr_brigade_cleanup(dv->bb_out);
+    return rv;
+}
+
+/* After a write: free what went out whole, count it, note our close. */
+static mws_out *written(mws_drive *dv, mws_out *keep, apr_size_t bytes,
+                        int wrote_close, apr_status_t rv)
+{
+    mws_conn *mc = dv->mc;
+    mws_out *o;
+
+    while (keep && keep->off == keep->len) {
+        o = keep;
+        keep = o->next;
+        mws_out_free(o);
+    }
+    mws_queue_written(mc, bytes);
+    if (wrote_close && rv == APR_SUCCESS) {
+        __atomic_store_n(&mc->close_sent, 1, __ATOMIC_RELEASE);
+    }
+    if (wrote_close && !dv->close_written) {
+        dv->close_written = 1;
+        dv->close_deadline = apr_time_now() + mc->limits.close_timeout;
+    }
+    return keep;
+}
+
 /*
  * Write what is queued.  Returns APR_SUCCESS, the write error, or
  * APR_EAGAIN when `careful` and the client's socket cannot take more now:
@@ -121,9 +184,8 @@ apr_time_t mws_write_retry_at(mws_drive *dv)
 apr_status_t mws_write_queue(mws_drive *dv, int careful)
 {
     mws_conn *mc = dv->mc;
-    mws_out *o, *keep;
-    size_t bytes, n;
-    apr_size_t room = (apr_size_t)-1;
+    mws_out *keep;
+    apr_size_t room = (apr_size_t)-1, bytes;
     int wrote_close;
     apr_status_t rv = APR_SUCCESS;
 
@@ -139,46 +201,10 @@ apr_status_t mws_write_queue(mws_drive *dv, int careful)
         return APR_EAGAIN;
     }
     keep = mws_queue_take(mc);
-
     while (keep && room && rv == APR_SUCCESS) {
-        /* Transient buckets: the frames stay ours until the flush
-         * returns; a filter that keeps data longer sets it aside (a
-         * copy).  At most `room` bytes: the rest waits. */
-        bytes = 0;
-        wrote_close = 0;
-        for (o = keep; o && bytes < room; o = o->next) {
-            n = o->len - o->off;
-            if (n > room - bytes) {
-                n = room - bytes;
-            }
-            APR_BRIGADE_INSERT_TAIL(dv->bb_out,
-                apr_bucket_transient_create((const char *)o->bytes + o->off,
-                                            n, dv->c->bucket_alloc));
-            bytes += n;
-            o->off += n;
-            if (o->off < o->len) {
-                break;
-            }
-            wrote_close |= o->is_close;
-        }
-        APR_BRIGADE_INSERT_TAIL(dv->bb_out,
-                                apr_bucket_flush_create(dv->c->bucket_alloc));
-        rv = ap_pass_brigade(dv->c->output_filters, dv->bb_out);
-        apr_brigade_cleanup(dv->bb_out);
+        rv = write_some(dv, keep, room, &bytes, &wrote_close);
         charge_write(dv, careful, bytes);
-        while (keep && keep->off == keep->len) {
-            o = keep;
-            keep = o->next;
-            mws_out_free(o);
-        }
-        mws_queue_written(mc, bytes);
-        if (wrote_close && rv == APR_SUCCESS) {
-            __atomic_store_n(&mc->close_sent, 1, __ATOMIC_RELEASE);
-        }
-        if (wrote_close && !dv->close_written) {
-            dv->close_written = 1;
-            dv->close_deadline = apr_time_now() + mc->limits.close_timeout;
-        }
+        keep = written(dv, keep, bytes, wrote_close, rv);
         if (keep && careful) {
             /* the credit is spent: did the client read meanwhile? */
             room = careful_room(dv);
