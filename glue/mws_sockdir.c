@@ -192,6 +192,30 @@ static void remove_stale(int fd)
     closedir(dh);
 }
 
+/* Open our folder in the parent's (pfd) without following a link; *why
+ * says what is wrong with it (NULL: fine).  Returns its descriptor or -1. */
+static int open_folder(apr_pool_t *ptemp, int pfd, const char **why)
+{
+    struct stat st;
+    int fd = openat(pfd, MWS_SOCKDIR,
+                    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+    if (fd < 0) {
+        *why = (errno == ELOOP || errno == ENOTDIR)
+               ? "is a symbolic link or not a directory"
+               : apr_psprintf(ptemp, "cannot be opened (%s)",
+                              strerror(errno));
+    }
+    else if (fstat(fd, &st) < 0) {
+        *why = apr_psprintf(ptemp, "cannot be examined (%s)",
+                            strerror(errno));
+    }
+    else {
+        *why = folder_problem(ptemp, &st);
+    }
+    return fd;
+}
+
 /* Parent, at every (re)start: make the socket folder or take the one there
  * is, without following a link, and make it root's (mode 0710, the
  * children's group may only pass through), or ours when we do not run as
@@ -205,7 +229,7 @@ int mws_sockdir_post_config(apr_pool_t *pconf, apr_pool_t *ptemp,
     int pfd, fd, rv, root = geteuid() == 0;
 
     mws_sockdir.path = NULL;
-    mws_sockdir.fd = -1;                /* the last generation's: closed with pconf */
+    mws_sockdir.fd = -1;        /* the last generation's: closed with pconf */
     if (!ninst || (rv = folder_paths(pconf, s, &dir, &parent)) == DECLINED) {
         return OK;
     }
@@ -235,20 +259,8 @@ int mws_sockdir_post_config(apr_pool_t *pconf, apr_pool_t *ptemp,
         close(pfd);
         return OK;
     }
-    fd = openat(pfd, MWS_SOCKDIR,
-                O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    fd = open_folder(ptemp, pfd, &why);
     close(pfd);
-    if (fd < 0) {
-        why = (errno == ELOOP || errno == ENOTDIR)
-              ? "is a symbolic link or not a directory"
-              : apr_psprintf(ptemp, "cannot be opened (%s)", strerror(errno));
-    }
-    else if (fstat(fd, &st) < 0) {
-        why = apr_psprintf(ptemp, "cannot be examined (%s)", strerror(errno));
-    }
-    else {
-        why = folder_problem(ptemp, &st);
-    }
     if (why) {
         ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, MWS_LOGNO(00042)
                      "the publish socket folder %s %s: refusing to use it "

@@ -318,6 +318,58 @@ static int rx_drain(int fd, pid_t pid, uint8_t *buf)
     return 0;                               /* poll() says if more wait */
 }
 
+/* Is the peer of fd one of this server's children (its pid in the
+ * scoreboard now, our uid)?  *cr is filled in. */
+static int peer_allowed(int fd, struct ucred *cr)
+{
+    socklen_t crlen = sizeof(*cr);
+    unsigned long quiet;
+
+    memset(cr, 0, sizeof(*cr));
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cr, &crlen) == 0
+        && cr->uid == geteuid() && is_child(cr->pid)) {
+        return 1;
+    }
+    if (ratelog(&rl_refused, &quiet)) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, ps_server,
+                     MWS_LOGNO(00046) "publish: refused a connection to "
+                     "%s/%ld.sock from pid %ld uid %ld: not a child process "
+                     "of this server (%lu so far, %lu not logged; at most "
+                     "one line every 10 s)", mws_sockdir.path, (long)my_pid,
+                     (long)cr->pid, (long)cr->uid, rl_refused.total, quiet);
+    }
+    return 0;
+}
+
+/* Room for one more publishing child's connection: when all slots are
+ * taken, one of a child that is gone, or of the same child (it connected
+ * again), is closed.  0: no room. */
+static int rx_slot(struct pollfd *pfds, pid_t *pids, int *n, int cap,
+                   const struct ucred *cr)
+{
+    unsigned long quiet;
+    int j;
+
+    for (j = 2; *n == cap && j < *n; ++j) {
+        if (pids[j] == cr->pid || !is_child(pids[j])) {
+            close(pfds[j].fd);
+            pfds[j] = pfds[*n - 1];
+            pids[j] = pids[*n - 1];
+            --*n;
+        }
+    }
+    if (*n < cap) {
+        return 1;
+    }
+    if (ratelog(&rl_full, &quiet)) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, ps_server, MWS_LOGNO(00051)
+                     "publish: more publishing children than scoreboard "
+                     "slots; child %ld refused (%lu so far, %lu not logged)",
+                     (long)cr->pid, rl_full.total, quiet);
+    }
+    return 0;
+}
+
 /* Accept waiting connections; keep those of this server's children.
  * Returns -1 when accept() fails for want of resources (the caller waits
  * before it tries again, instead of spinning on a listener that stays
@@ -325,9 +377,8 @@ static int rx_drain(int fd, pid_t pid, uint8_t *buf)
 static int rx_accept(struct pollfd *pfds, pid_t *pids, int *n, int cap)
 {
     struct ucred cr;
-    socklen_t crlen;
     unsigned long quiet;
-    int k, j, fd;
+    int k, fd;
 
     for (k = 0; k < MWS_ACCEPT_BATCH; ++k) {
         fd = accept4(rx_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -348,43 +399,7 @@ static int rx_accept(struct pollfd *pfds, pid_t *pids, int *n, int cap)
             }
             return -1;
         }
-        crlen = sizeof(cr);
-        memset(&cr, 0, sizeof(cr));
-        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crlen) < 0
-            || cr.uid != geteuid() || !is_child(cr.pid)) {
-            if (ratelog(&rl_refused, &quiet)) {
-                ap_log_error(APLOG_MARK, APLOG_WARNING, 0, ps_server,
-                             MWS_LOGNO(00046) "publish: refused a "
-                             "connection to %s/%ld.sock from pid %ld uid "
-                             "%ld: not a child process of this server (%lu "
-                             "so far, %lu not logged; at most one line "
-                             "every 10 s)", mws_sockdir.path, (long)my_pid,
-                             (long)cr.pid, (long)cr.uid, rl_refused.total,
-                             quiet);
-            }
-            close(fd);
-            continue;
-        }
-        if (*n == cap) {
-            /* make room: a child that is gone, or that connected again */
-            for (j = 2; j < *n; ++j) {
-                if (pids[j] == cr.pid || !is_child(pids[j])) {
-                    close(pfds[j].fd);
-                    pfds[j] = pfds[*n - 1];
-                    pids[j] = pids[*n - 1];
-                    --*n;
-                    break;
-                }
-            }
-        }
-        if (*n == cap) {
-            if (ratelog(&rl_full, &quiet)) {
-                ap_log_error(APLOG_MARK, APLOG_ERR, 0, ps_server,
-                             MWS_LOGNO(00051) "publish: more publishing "
-                             "children than scoreboard slots; child %ld "
-                             "refused (%lu so far, %lu not logged)",
-                             (long)cr.pid, rl_full.total, quiet);
-            }
+        if (!peer_allowed(fd, &cr) || !rx_slot(pfds, pids, n, cap, &cr)) {
             close(fd);
             continue;
         }
@@ -395,6 +410,28 @@ static int rx_accept(struct pollfd *pfds, pid_t *pids, int *n, int cap)
         ++*n;
     }
     return 0;
+}
+
+/* Read what every publishing child sent; a connection that ended or
+ * misbehaved is closed and its slot freed. */
+static void rx_drain_all(struct pollfd *pfds, pid_t *pids, int *n,
+                         uint8_t *buf)
+{
+    int i;
+
+    for (i = 2; i < *n; ++i) {
+        if (!pfds[i].revents) {
+            continue;
+        }
+        pfds[i].revents = 0;
+        if (rx_drain(pfds[i].fd, pids[i], buf)) {
+            close(pfds[i].fd);
+            pfds[i] = pfds[*n - 1];
+            pids[i] = pids[*n - 1];
+            --*n;
+            --i;
+        }
+    }
 }
 
 /* The receive thread: the listening socket, the stop pipe and one
@@ -455,19 +492,7 @@ static void *APR_THREAD_FUNC rx_main(apr_thread_t *thd, void *data)
             accept_after = apr_time_now()
                            + apr_time_from_msec(MWS_RX_BACKOFF_MS);
         }
-        for (i = 2; i < n; ++i) {
-            if (!pfds[i].revents) {
-                continue;
-            }
-            pfds[i].revents = 0;
-            if (rx_drain(pfds[i].fd, pids[i], buf)) {
-                close(pfds[i].fd);
-                pfds[i] = pfds[n - 1];
-                pids[i] = pids[n - 1];
-                --n;
-                --i;
-            }
-        }
+        rx_drain_all(pfds, pids, &n, buf);
     }
     for (i = 2; i < n; ++i) {
         close(pfds[i].fd);
