@@ -122,7 +122,7 @@ static int admit(request_rec *r, const mws_dir_conf *d, mws_limit_hold *hold)
         return HTTP_FORBIDDEN;
     }
     memset(hold, 0, sizeof(*hold));
-    if ((status = mws_limits_admit(r, d, hold)) != OK) {
+    if ((status = mws_limits_admit(r, d, mws_v6prefix(r->server), hold)) != OK) {
         apr_table_setn(r->err_headers_out, "Retry-After", "5");
         return status;
     }

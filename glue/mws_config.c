@@ -304,19 +304,6 @@ static const char *cmd_driver(cmd_parms *cmd, void *dconf, const char *arg)
     return NULL;
 }
 
-/* An IPv6 literal of an origin (without the brackets) as 16 bytes. */
-int mws_origin_ipv6(const char *host, size_t len, unsigned char out[16])
-{
-    char buf[WS_ORIGIN_MAX_IPV6 + 1];
-
-    if (len > WS_ORIGIN_MAX_IPV6) {
-        return 0;
-    }
-    memcpy(buf, host, len);
-    buf[len] = '\0';
-    return mws_addr16_parse(buf, out) == 6;
-}
-
 /* WebSocketOrigin same | any | origin... */
 static const char *cmd_origin(cmd_parms *cmd, void *dconf, int argc,
                               char *const argv[])

@@ -21,6 +21,19 @@
 
 #include "mws_private.h"
 
+/* An IPv6 literal of an origin (without the brackets) as 16 bytes. */
+int mws_origin_ipv6(const char *host, size_t len, unsigned char out[16])
+{
+    char buf[WS_ORIGIN_MAX_IPV6 + 1];
+
+    if (len > WS_ORIGIN_MAX_IPV6) {
+        return 0;
+    }
+    memcpy(buf, host, len);
+    buf[len] = '\0';
+    return mws_addr16_parse(buf, out) == 6;
+}
+
 
 /* Does the listed origin pat match the request's origin o (a6: its IPv6
  * address when o->ipv6)?  Scheme and port must be equal (a default port

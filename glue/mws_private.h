@@ -107,6 +107,8 @@ typedef struct mws_limits {
 } mws_limits;
 
 void mws_limits_resolve(const mws_dir_conf *d, mws_limits *l);
+/* WebSocketIPv6Prefix of server s (the default applied) */
+int mws_v6prefix(const server_rec *s);
 
 /* mws_limits.c: connection caps across child processes */
 typedef struct mws_limit_hold {
@@ -119,10 +121,9 @@ void mws_limits_addr_cap_used(void);
 int mws_limits_pre_config(apr_pool_t *pconf);
 int mws_limits_post_config(apr_pool_t *pconf, server_rec *s);
 void mws_limits_child_init(apr_pool_t *pchild, server_rec *s);
-/* WebSocketIPv6Prefix of server s (the default applied) */
-int mws_v6prefix(const server_rec *s);
 #define MWS_DEFAULT_V6PREFIX 64
-int mws_limits_admit(request_rec *r, const mws_dir_conf *d,
+/* v6prefix: mws_v6prefix() of the request's server */
+int mws_limits_admit(request_rec *r, const mws_dir_conf *d, int v6prefix,
                      mws_limit_hold *held);
 void mws_limits_release(mws_limit_hold *held);
 /* An address as 16 bytes, IPv4 as IPv4-mapped IPv6 (::ffff:a.b.c.d).
@@ -310,6 +311,8 @@ void *mws_config_merge_dir(apr_pool_t *p, void *basev, void *addv);
 void *mws_config_create_srv(apr_pool_t *p, server_rec *s);
 void *mws_config_merge_srv(apr_pool_t *p, void *basev, void *addv);
 void mws_limits_resolve(const mws_dir_conf *d, mws_limits *l);
+/* WebSocketIPv6Prefix of server s (the default applied) */
+int mws_v6prefix(const server_rec *s);
 
 /* ---- mws_instance.c: handlers and their instances ---------------------- */
 extern apr_array_header_t *mws_instances;   /* of mws_instance *           */
