@@ -114,8 +114,9 @@ static void check_overflow(mws_drive *dv)
 {
     mws_conn *mc = dv->mc;
 
-    if (!mws_queue_drop_overflow(mc)) {
-        return;
+    if (!__atomic_load_n(&mc->queue_overflow, __ATOMIC_RELAXED)
+        || !mws_queue_drop_overflow(mc)) {
+        return;         /* the common case first, without a call */
     }
     if (!mc->close_queued) {
         ap_log_cerror(APLOG_MARK, APLOG_INFO, 0, dv->c, MWS_LOGNO(00019)
@@ -347,7 +348,8 @@ int mws_drive_pass(mws_drive *dv, int need_read)
         if (__atomic_load_n(&mc->work_pending, __ATOMIC_RELAXED)) {
             __atomic_exchange_n(&mc->work_pending, 0, __ATOMIC_ACQ_REL);
         }
-        next = mws_timer_run(mc, dv->now);
+        next = __atomic_load_n(&mc->timers, __ATOMIC_RELAXED)
+               ? mws_timer_run(mc, dv->now) : 0;
         next = earliest(next, check_idle(dv, dv->now));
         if ((__atomic_load_n(&mc->out.head, __ATOMIC_ACQUIRE) != NULL
              && !dv->write_blocked)

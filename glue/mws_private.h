@@ -27,7 +27,15 @@ APLOG_USE_MODULE(websocket);
  * the next number from the file next-logno and bump it in the same commit. */
 #define MWS_LOGNO(n) "MWS" #n ": "
 
-extern module AP_MODULE_DECLARE_DATA websocket_module;
+/* The module record is the one symbol httpd looks up: everything else of
+ * the module is built hidden (-fvisibility=hidden), so that a handler's
+ * symbols never meet ours and calls between the glue's files can be
+ * inlined at link time. */
+extern module AP_MODULE_DECLARE_DATA websocket_module
+#if defined(__GNUC__)
+    __attribute__((visibility("default")))
+#endif
+    ;
 
 #define MWS_UNSET (-1)
 #define MWS_DEFAULT_MAX_MESSAGE   (16 * 1024 * 1024)
