@@ -332,7 +332,11 @@ def test_mws_1155_03_folder_is_taken_over_and_links_in_it_stay(env, ps):
         assert os.path.islink(link)
         uid, gid, mode = owner_mode(d)
         assert uid == 0 and mode == 0o710, (uid, gid, oct(mode))
-        # other users cannot even reach a socket
+        # other users cannot even reach a socket (of a child that is up:
+        # a loaded machine may not have forked one yet)
+        deadline = time.monotonic() + 10
+        while not child_pids(env.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
         pids = child_pids(env.pid)
         r = attacker(env, "connect", {"path": os.path.join(d, "%d.sock" % pids[0])},
                      user="nobody")

@@ -6,7 +6,7 @@ into the child, in the request's pool: the next request to the folder and
 a graceful restart crashed the child.  Now each request gets a 500 and the
 error log names the directive ("cannot occur within htaccess files").
 
-The directives are read from mod_websocket.c's command table, so one added
+The directives are read from the command table (glue/mws_config.c), so one added
 later is covered too (a value is guessed for one not in VALUES below).
 """
 import os
@@ -46,10 +46,10 @@ REFUSED = r"\.htaccess: %s (?:cannot occur within htaccess files|not allowed her
 
 
 def module_directives():
-    """The directive names of mod_websocket.c's command table."""
-    with open(os.path.join(SRC_DIR, "mod_websocket.c")) as f:
+    """The directive names of the command table (glue/mws_config.c)."""
+    with open(os.path.join(SRC_DIR, "glue", "mws_config.c")) as f:
         text = f.read()
-    table = text[text.index("static const command_rec mws_cmds[]"):]
+    table = text[text.index("const command_rec mws_cmds[]"):]
     table = table[:table.index("{NULL}")]
     return re.findall(r'AP_INIT_\w+\(\s*"(\w+)"', table)
 

@@ -284,11 +284,10 @@ static int take(apr_uint32_t *c, apr_uint32_t cap)
     }
 }
 
-static int admit_addr(request_rec *r, const mws_dir_conf *d,
+static int admit_addr(request_rec *r, const mws_dir_conf *d, int v6prefix,
                       mws_limit_hold *held)
 {
     unsigned char key[WS_ADDR_KEY];
-    int v6prefix = mws_v6prefix(r->server);
     ws_addr_result res;
     apr_status_t rv;
     apr_time_t now;
@@ -350,7 +349,7 @@ static int admit_addr(request_rec *r, const mws_dir_conf *d,
  * Admit a new WebSocket of request r under the caps of d.  Returns OK and
  * fills held (to give back with mws_limits_release), or HTTP 503.
  */
-int mws_limits_admit(request_rec *r, const mws_dir_conf *d,
+int mws_limits_admit(request_rec *r, const mws_dir_conf *d, int v6prefix,
                      mws_limit_hold *held)
 {
     int status;
@@ -372,7 +371,7 @@ int mws_limits_admit(request_rec *r, const mws_dir_conf *d,
         held->section = d->max_conns_index;
     }
     if (d->max_conns_addr > 0
-        && (status = admit_addr(r, d, held)) != OK) {
+        && (status = admit_addr(r, d, v6prefix, held)) != OK) {
         mws_limits_release(held);
         return status;
     }

@@ -1,8 +1,7 @@
 /*
- * mws_private.h -- internal declarations shared by the httpd glue files of
- * mod_websocket (mod_websocket.c, mws_conn.c, mws_park.c, mws_host.c,
- * mws_pubsub.c, mws_limits.c).
- * Not installed; handlers use include/mod_websocket.h only.
+ * mws_private.h -- internal declarations shared by mod_websocket.c and the
+ * glue files in glue/.  Not installed; handlers use
+ * include/mod_websocket.h only.
  */
 #ifndef MWS_PRIVATE_H
 #define MWS_PRIVATE_H
@@ -14,6 +13,7 @@
 #include "http_log.h"
 #include "apr_poll.h"
 #include "apr_dso.h"
+#include "ap_mpm.h"
 
 #include "mod_websocket.h"
 #include "ws_core.h"
@@ -27,7 +27,15 @@ APLOG_USE_MODULE(websocket);
  * the next number from the file next-logno and bump it in the same commit. */
 #define MWS_LOGNO(n) "MWS" #n ": "
 
-extern module AP_MODULE_DECLARE_DATA websocket_module;
+/* The module record is the one symbol httpd looks up: everything else of
+ * the module is built hidden (-fvisibility=hidden), so that a handler's
+ * symbols never meet ours and calls between the glue's files can be
+ * inlined at link time. */
+extern module AP_MODULE_DECLARE_DATA websocket_module
+#if defined(__GNUC__)
+    __attribute__((visibility("default")))
+#endif
+    ;
 
 #define MWS_UNSET (-1)
 #define MWS_DEFAULT_MAX_MESSAGE   (16 * 1024 * 1024)
@@ -107,6 +115,8 @@ typedef struct mws_limits {
 } mws_limits;
 
 void mws_limits_resolve(const mws_dir_conf *d, mws_limits *l);
+/* WebSocketIPv6Prefix of server s (the default applied) */
+int mws_v6prefix(const server_rec *s);
 
 /* mws_limits.c: connection caps across child processes */
 typedef struct mws_limit_hold {
@@ -119,10 +129,9 @@ void mws_limits_addr_cap_used(void);
 int mws_limits_pre_config(apr_pool_t *pconf);
 int mws_limits_post_config(apr_pool_t *pconf, server_rec *s);
 void mws_limits_child_init(apr_pool_t *pchild, server_rec *s);
-/* WebSocketIPv6Prefix of server s (the default applied) */
-int mws_v6prefix(const server_rec *s);
 #define MWS_DEFAULT_V6PREFIX 64
-int mws_limits_admit(request_rec *r, const mws_dir_conf *d,
+/* v6prefix: mws_v6prefix() of the request's server */
+int mws_limits_admit(request_rec *r, const mws_dir_conf *d, int v6prefix,
                      mws_limit_hold *held);
 void mws_limits_release(mws_limit_hold *held);
 /* An address as 16 bytes, IPv4 as IPv4-mapped IPv6 (::ffff:a.b.c.d).
@@ -191,8 +200,21 @@ typedef enum {
 
 struct mws_drive;
 
+/* What a driver does for the layers below it, installed on a connection
+ * when the driver starts (NULL during the handshake: nothing to wake). */
+typedef struct mws_driver_ops {
+    /* another thread queued something or added a timer (mc->lock held);
+     * with claim, a parked connection may be claimed for a batch kick */
+    void (*wake_locked)(struct mws_conn *mc, int *claim);
+    /* the connection ends: drop what the driver holds for it */
+    void (*forget)(struct mws_conn *mc);
+    /* a hard stop: write the queued close now where that is safe */
+    void (*last_words)(struct mws_conn *mc);
+} mws_driver_ops;
+
 struct mws_conn {
     pthread_mutex_t lock;        /* guards everything below it               */
+    const mws_driver_ops *ops;   /* the driver's (set when it starts)        */
     unsigned refs;
     mws_state state;
     uint64_t id;
@@ -284,38 +306,165 @@ typedef struct mws_drive {
     apr_time_t now;             /* the clock at the start of this pass    */
 } mws_drive;
 
-/* WebSocketMaxReassemblyMemory: what unfinished messages may hold in one
- * child, all connections together (mws_conn.c) */
-extern apr_size_t mws_reassembly_limit;
+/*
+ * The glue's files, top to bottom (docs/design.md).  A file calls only the
+ * files below it; where a lower one must reach up, the upper one installs a
+ * callback (mws_driver_ops, mws_conn_on_end, mws_xchild_init's deliver).
+ */
 
-/* mws_conn.c: the pass both drivers run, its end, the last close frame */
-int mws_drive_pass(mws_drive *dv, int need_read);
-int mws_drive_input(mws_drive *dv);
-void mws_alloc_busy(mws_drive *dv);
-void mws_drive_finish(mws_drive *dv);
-void mws_drive_last_words(mws_drive *dv);
+/* ---- mws_config.c: directives, per-directory/server records ----------- */
+extern const command_rec mws_cmds[];
+void *mws_config_create_dir(apr_pool_t *p, char *dir);
+void *mws_config_merge_dir(apr_pool_t *p, void *basev, void *addv);
+void *mws_config_create_srv(apr_pool_t *p, server_rec *s);
+void *mws_config_merge_srv(apr_pool_t *p, void *basev, void *addv);
+void mws_limits_resolve(const mws_dir_conf *d, mws_limits *l);
+/* WebSocketIPv6Prefix of server s (the default applied) */
+int mws_v6prefix(const server_rec *s);
 
-/* mws_park.c: the parked driver (event MPM) */
-int mws_park_claim_locked(mws_conn *mc);
-void mws_park_kick_locked(mws_conn *mc);
-void mws_park_forget(mws_conn *mc);
-void mws_park_last_words(mws_conn *mc);
-apr_status_t mws_park_child_init(apr_pool_t *pchild);
-void mws_park_register_hooks(void);
+/* ---- mws_instance.c: handlers and their instances ---------------------- */
+extern apr_array_header_t *mws_instances;   /* of mws_instance *           */
+void mws_instance_pre_config(apr_pool_t *pconf);
+const char *mws_instance_load(cmd_parms *cmd, const char *arg,
+                              const char *symbol, const mws_handler **ph);
+void mws_instance_scope(cmd_parms *cmd, mws_instance *inst);
+void mws_instance_child_init(apr_pool_t *pchild, server_rec *s);
 
-/* mws_conn.c: lifecycle, the blocking driver, the start of both */
-mws_conn *mws_conn_create(request_rec *r, mws_instance *inst,
-                          const mws_dir_conf *dconf);
-mws_conn *mws_conn_retain(mws_conn *mc);
-void mws_conn_release(mws_conn *mc);
+/* ---- mws_origin.c: WebSocketOrigin -------------------------------------- */
+/* NULL when the request's Origin may open the WebSocket, else why not */
+const char *mws_origin_refusal(request_rec *r, const mws_dir_conf *d);
+int mws_origin_ipv6(const char *host, size_t len, unsigned char out[16]);
+
+/* ---- mws_host.c: the mws_host table handed to handlers ----------------- */
+struct mws_request {
+    request_rec *r;
+    mws_conn *mc;
+    apr_array_header_t *offered;  /* of const char *                         */
+    const char *chosen;
+};
+extern const mws_host mws_host_table;
+
+/* ---- mws_channels.c: subscriptions, scopes, publish --------------------- */
+void mws_channels_scope(mws_instance *inst, const char *ident);
+void mws_channels_child_init(apr_pool_t *pchild, server_rec *s);
+void mws_channels_start(apr_pool_t *pchild, server_rec *s);
+int mws_channels_subscribe(mws_conn *mc, const char *channel);
+int mws_channels_unsubscribe(mws_conn *mc, const char *channel);
+int mws_channels_publish(const char *channel, mws_msg_type type,
+                         const void *data, size_t len);
+
+/* ---- mws_xchild.c: channels across child processes --------------------- */
+#define MWS_CHANNEL_MAX   200          /* bytes of a channel name         */
+/* the key of a channel in the table and on the wire: the name itself for
+ * "server:" names, else "<scope>/<name>" */
+#define MWS_KEY_MAX       (MWS_SCOPE_HEX + 1 + MWS_CHANNEL_MAX)
+/* delivers a message that arrived from another child (key: scoped name) */
+typedef void mws_xchild_deliver_fn(const char *key, mws_msg_type type,
+                                   const void *data, size_t len);
+void mws_xchild_child_init(apr_pool_t *pchild, server_rec *s,
+                           mws_xchild_deliver_fn *deliver);
+void mws_xchild_send(const char *key, mws_msg_type type, const void *data,
+                     size_t len);
+void mws_xchild_register_hooks(void);
+
+/* ---- mws_sockdir.c: the folder of the children's sockets --------------- */
+typedef struct mws_sockdir_t {
+    const char *path;            /* absolute, or NULL: no cross-child     */
+    int fd;                      /* opened by the parent without following
+                                  * links (inherited by the children)     */
+    int root;                    /* it is root's: children bind as root   */
+} mws_sockdir_t;
+extern mws_sockdir_t mws_sockdir;
+#define MWS_SOCKNAME_MAX  (sizeof("/4294967295.sock"))
+void mws_sockdir_name(char *buf, size_t cap, pid_t pid);
+/* the socket path of pid; 0 if it does not fit (refused at start-up) */
+int mws_sockdir_path(char *buf, size_t cap, pid_t pid);
+/* remove the socket called name in the folder: a socket only, never what
+ * a link points to */
+void mws_sockdir_unlink(const char *name);
+int mws_sockdir_check_config(apr_pool_t *ptemp, server_rec *s, int ninst);
+int mws_sockdir_post_config(apr_pool_t *pconf, apr_pool_t *ptemp,
+                            server_rec *s, int ninst);
+
+/* ---- mws_registry.c: this child's open connections --------------------- */
+void mws_registry_init(apr_pool_t *p);
+void mws_registry_add(mws_conn *mc);
+mws_conn *mws_registry_find(uint64_t id);
+void mws_registry_going_away(int graceful);
+void mws_registry_report_all(void);
+
+/* ---- mws_driver.c: which driver, and the start after the 101 ------------ */
+void mws_driver_child_init(apr_pool_t *pchild, server_rec *s);
+void mws_driver_register_hooks(void);
 void mws_conn_accept(mws_conn *mc, int allow_park);
 void mws_conn_start(mws_conn *mc, int allow_park);
-void mws_conn_register_hooks(void);
-void mws_conn_child_init(apr_pool_t *pchild, server_rec *s);
+
+/* ---- mws_park.c: the parked driver (event MPM) -------------------------- */
+extern const mws_driver_ops mws_park_ops;
+apr_status_t mws_park_child_init(apr_pool_t *pchild);
+void mws_park_register_hooks(void);
+/* hand n claimed connections (mws_queue_shared_claim) their callbacks */
+void mws_park_kick_batch(mws_conn **mcs, size_t n);
+
+/* ---- mws_wakeq.c: later wake-ups of parked connections ------------------ */
+apr_status_t mws_wakeq_start(apr_pool_t *pchild, ap_mpm_callback_fn_t *fire);
+/* a callback (fire) comes at `when` (mc->lock held; takes a reference) */
+void mws_wakeq_schedule_locked(mws_conn *mc, apr_time_t when);
+void mws_wakeq_forget(mws_conn *mc);
+
+/* ---- mws_blocking.c: the blocking driver -------------------------------- */
+extern const mws_driver_ops mws_blocking_ops;
+void mws_blocking_child_init(void);
+void mws_blocking_run(mws_drive *dv);
+
+/* ---- mws_pass.c: one pass, the driver state ----------------------------- */
+mws_drive *mws_drive_create(mws_conn *mc);
+int mws_drive_pass(mws_drive *dv, int need_read);
+int mws_drive_input(mws_drive *dv);
+void mws_drive_finish(mws_drive *dv);
+void mws_drive_last_words(mws_drive *dv);
+void mws_alloc_busy(mws_drive *dv);
+int mws_server_stopping(void);
+
+/* ---- mws_dispatch.c: the core's events, reassembly, close info ---------- */
+/* WebSocketMaxReassemblyMemory: what unfinished messages may hold in one
+ * child, all connections together */
+extern apr_size_t mws_reassembly_limit;
+void mws_dispatch(mws_drive *dv, uint8_t *buf, size_t len);
+void mws_drive_close_info(mws_drive *dv, int code, const void *reason,
+                          size_t len);
+void mws_drive_fail(mws_drive *dv, unsigned code, const char *why);
+void mws_msg_free(mws_drive *dv);
+/* a message unfinished for Timeout while its client talks: 0 or when to
+ * look again; fails the connection when it is due */
+apr_time_t mws_msg_check_stale(mws_drive *dv, apr_time_t now);
+
+/* ---- mws_write.c: the queue through the output filters ------------------ */
+apr_status_t mws_write_queue(mws_drive *dv, int careful);
+apr_time_t mws_write_retry_at(mws_drive *dv);
+
+/* ---- mws_timer.c: handler timers ----------------------------------------- */
+mws_timer *mws_timer_add(mws_conn *mc, unsigned ms, int periodic,
+                         mws_timer_fn fn, void *arg);
+int mws_timer_cancel(mws_conn *mc, mws_timer *t);
+apr_time_t mws_timer_run(mws_conn *mc, apr_time_t now);
+void mws_timer_free_all(mws_conn *mc);      /* lock held */
+
+/* ---- mws_conn.c: the connection object ---------------------------------- */
+mws_conn *mws_conn_create(request_rec *r, mws_instance *inst,
+                          const mws_dir_conf *dconf,
+                          const mws_limits *limits);
+mws_conn *mws_conn_retain(mws_conn *mc);
+void mws_conn_release(mws_conn *mc);
+/* what leaves a connection when it ends (the registry, channels): called
+ * once per connection, outside its lock, in the order installed */
+void mws_conn_on_end(void (*fn)(mws_conn *mc));
+void mws_conn_kill(mws_conn *mc);
 void mws_conn_abort(mws_conn *mc);
 void mws_conn_going_away(mws_conn *mc);
 void mws_conn_last_words(mws_conn *mc);
 
+/* ---- mws_queue.c: the send queue ---------------------------------------- */
 #define MWS_Q_WHOLE   0   /* a whole data message                        */
 #define MWS_Q_PART    1   /* a part of a send_part message               */
 #define MWS_Q_CONTROL 2   /* ping, pong, close                           */
@@ -324,46 +473,34 @@ int mws_queue_frame(mws_conn *mc, int fin, ws_opcode op, const void *data,
 int mws_queue_close(mws_conn *mc, unsigned code, const char *reason);
 int mws_queue_shared_claim(mws_conn *mc, mws_msg_type type,
                            mws_shared *sh, int *claim);
-void mws_conn_kick_batch(mws_conn **mcs, size_t n);
-mws_timer *mws_timer_add(mws_conn *mc, unsigned ms, int periodic,
-                         mws_timer_fn fn, void *arg);
-int mws_timer_cancel(mws_conn *mc, mws_timer *t);
+/* the writer takes every queued frame (lock taken here) ... */
+mws_out *mws_queue_take(mws_conn *mc);
+/* ... gives back what it did not write, and counts what it wrote */
+void mws_queue_unflush(mws_conn *mc, mws_out *head);
+void mws_queue_written(mws_conn *mc, size_t bytes);
+/* a send went over WebSocketMaxQueuedBytes: drop what waits (not a close
+ * already queued); 1 if it had */
+int mws_queue_drop_overflow(mws_conn *mc);
+void mws_queue_free_all(mws_conn *mc);       /* lock held */
+/* wake the connection's driver after something was queued (lock held);
+ * see mws_driver_ops.wake_locked for claim */
+void mws_wake_locked(mws_conn *mc, int *claim);
+void mws_out_free(mws_out *o);
+void mws_out_free_list(mws_out *o);
 
-/* mws_host.c: the mws_host table handed to handlers, request access */
-struct mws_request {
-    request_rec *r;
-    mws_conn *mc;
-    apr_array_header_t *offered;  /* of const char *                         */
-    const char *chosen;
-};
-extern const mws_host mws_host_table;
-void mws_registry_add(mws_conn *mc);
-void mws_registry_remove(mws_conn *mc);
-void mws_registry_init(apr_pool_t *p);
-void mws_registry_going_away(int graceful);
-void mws_registry_report_all(void);
-void mws_conn_report_close(mws_conn *mc, int code, const char *reason,
-                           size_t reason_len);
-
-/* mws_pubsub.c: channels across child processes */
-void mws_pubsub_scope(mws_instance *inst, const char *ident);
-/* The glue sets the line whose handler callback runs on this thread
- * (publish() scopes channel names by it); leave() restores the previous. */
+/* ---- mws_handler.c: calls into handlers ---------------------------------- */
+/* The line whose handler callback runs on this thread (publish() scopes
+ * channel names by it); leave() restores the previous one. */
 mws_instance *mws_instance_enter(mws_instance *inst);
 void mws_instance_leave(mws_instance *prev);
-void mws_pubsub_register_hooks(void);
-void mws_pubsub_child_open(apr_pool_t *pchild, server_rec *s);
-void mws_pubsub_child_init(apr_pool_t *pchild, server_rec *s);
-int mws_pubsub_check_config(apr_pool_t *ptemp, server_rec *s, int ninst);
-int mws_pubsub_post_config(apr_pool_t *pconf, apr_pool_t *ptemp,
-                           server_rec *s, int ninst);
-void mws_pubsub_drop_conn(mws_conn *mc);
-int mws_pubsub_subscribe(mws_conn *mc, const char *channel);
-int mws_pubsub_unsubscribe(mws_conn *mc, const char *channel);
-int mws_pubsub_publish(const char *channel, mws_msg_type type,
-                       const void *data, size_t len);
-
-/* mod_websocket.c */
-
+mws_instance *mws_instance_current(void);
+int mws_handler_message(mws_conn *mc, mws_msg_type type, const void *data,
+                        size_t len);
+int mws_handler_fragment(mws_conn *mc, mws_msg_type type, const void *data,
+                         size_t len, int first, int last);
+void mws_handler_timer(mws_conn *mc, mws_timer_fn fn, void *arg);
+/* on_close, exactly once per opened connection */
+void mws_handler_close(mws_conn *mc, int code, const char *reason,
+                       size_t reason_len);
 
 #endif /* MWS_PRIVATE_H */

@@ -1,0 +1,348 @@
+/*
+ * mws_channels.c -- channels: the subscriptions of this child's connections,
+ * scoped per handler instance, local delivery, and publish (here, then to
+ * the other children through mws_xchild.c).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <dirent.h>
+
+#include "apr_strings.h"
+#include "apr_hash.h"
+#include "httpd.h"
+#include "http_core.h"
+#include "http_log.h"
+#include "ap_mpm.h"
+#include "scoreboard.h"
+#include "mpm_common.h"
+#include "unixd.h"
+#include "http_connection.h"
+#include "util_filter.h"
+
+#include "mws_private.h"
+
+
+#define MWS_SERVER_PREFIX "server:"    /* server-wide channels            */
+
+/* One subscription: a node in its channel's list and in its connection's
+ * list, so either side can drop it. */
+typedef struct mws_sub {
+    struct mws_sub *ch_next, *ch_prev;    /* in the channel */
+    struct mws_sub *c_next;               /* in the connection */
+    struct mws_channel *ch;
+    mws_conn *mc;
+} mws_sub;
+
+typedef struct mws_channel {
+    char *name;                           /* the key */
+    mws_sub *subs;
+    apr_size_t n;
+} mws_channel;
+
+static pthread_mutex_t ps_lock = PTHREAD_MUTEX_INITIALIZER;
+static apr_hash_t *channels;      /* key -> mws_channel, in the child pool */
+static int ps_stopping;           /* the child exits: no new subscriptions */
+
+void mws_channels_scope(mws_instance *inst, const char *ident)
+{
+    static const char hex[] = "0123456789abcdef";
+    uint8_t d[20];
+    int i;
+
+    ws_sha1((const uint8_t *)ident, strlen(ident), d);
+    for (i = 0; i < MWS_SCOPE_HEX / 2; ++i) {
+        inst->scope[2 * i] = hex[d[i] >> 4];
+        inst->scope[2 * i + 1] = hex[d[i] & 15];
+    }
+    inst->scope[MWS_SCOPE_HEX] = '\0';
+}
+
+/* The table key of channel as seen by inst, into key (MWS_KEY_MAX + 1
+ * bytes).  MWS_ERR_INVALID for a bad name, MWS_ERR_STATE for a channel
+ * that needs a handler line when there is none. */
+static int channel_key(char *key, const mws_instance *inst,
+                       const char *channel)
+{
+    size_t clen;
+
+    if (!channel) {
+        return MWS_ERR_INVALID;
+    }
+    clen = strnlen(channel, MWS_CHANNEL_MAX + 1);
+    if (!clen || clen > MWS_CHANNEL_MAX) {
+        return MWS_ERR_INVALID;
+    }
+    if (!strncmp(channel, MWS_SERVER_PREFIX, sizeof(MWS_SERVER_PREFIX) - 1)) {
+        memcpy(key, channel, clen + 1);
+        return MWS_OK;
+    }
+    if (!inst) {
+        return MWS_ERR_STATE;
+    }
+    memcpy(key, inst->scope, MWS_SCOPE_HEX);
+    key[MWS_SCOPE_HEX] = '/';
+    memcpy(key + MWS_SCOPE_HEX + 1, channel, clen + 1);
+    return MWS_OK;
+}
+
+/* ---- local delivery ---------------------------------------------------- */
+
+/* Deliver to this child's subscribers of key.  Returns the number
+ * reached. */
+static int deliver_local(const char *key, mws_msg_type type,
+                         const void *data, size_t len)
+{
+    mws_channel *ch;
+    mws_sub *s;
+    mws_conn **kick = NULL;
+    mws_shared *sh = NULL;
+    size_t nkick = 0;
+    int n = 0, claim;
+
+    pthread_mutex_lock(&ps_lock);
+    ch = channels ? apr_hash_get(channels, key, APR_HASH_KEY_STRING)
+                  : NULL;
+    if (ch) {
+        /* parked receivers are handed to the MPM in batches, not one
+         * callback each, and share one copy of the frame; without memory
+         * for those, one callback and one copy each */
+        kick = malloc(sizeof(*kick) * ch->n);
+        sh = kick ? mws_shared_frame(type, data, len) : NULL;
+        if (!sh) {
+            free(kick);
+            kick = NULL;
+        }
+    }
+    for (s = ch ? ch->subs : NULL; s; s = s->ch_next) {
+        /* queueing takes only the target's lock, never ours twice */
+        if (kick) {
+            if (mws_queue_shared_claim(s->mc, type, sh, &claim) == MWS_OK) {
+                ++n;
+            }
+            if (claim) {
+                kick[nkick++] = s->mc;
+            }
+        }
+        else if (mws_queue_frame(s->mc, 1, (ws_opcode)type, data, len,
+                                 MWS_Q_WHOLE) == MWS_OK) {
+            ++n;
+        }
+    }
+    pthread_mutex_unlock(&ps_lock);
+    mws_shared_release(sh);     /* the queues hold their own references */
+    if (nkick) {
+        mws_park_kick_batch(kick, nkick);
+    }
+    free(kick);
+    return n;
+}
+
+int mws_channels_subscribe(mws_conn *mc, const char *channel)
+{
+    char key[MWS_KEY_MAX + 1];
+    mws_channel *ch;
+    mws_sub *s;
+    int rv;
+
+    if (!mc) {
+        return MWS_ERR_INVALID;
+    }
+    if ((rv = channel_key(key, mc->inst, channel)) != MWS_OK) {
+        return rv;
+    }
+    pthread_mutex_lock(&ps_lock);
+    if (!channels || ps_stopping) {
+        pthread_mutex_unlock(&ps_lock);
+        return MWS_ERR_STATE;
+    }
+    pthread_mutex_lock(&mc->lock);
+    if (mc->state == MWS_ST_DEAD) {
+        pthread_mutex_unlock(&mc->lock);
+        pthread_mutex_unlock(&ps_lock);
+        return MWS_ERR_CLOSED;
+    }
+    pthread_mutex_unlock(&mc->lock);
+    for (s = mc->subs; s; s = s->c_next) {
+        if (!strcmp(s->ch->name, key)) {
+            pthread_mutex_unlock(&ps_lock);
+            return MWS_OK;              /* already there */
+        }
+    }
+    ch = apr_hash_get(channels, key, APR_HASH_KEY_STRING);
+    if (!ch) {
+        ch = calloc(1, sizeof(*ch));
+        if (!ch || !(ch->name = strdup(key))) {
+            free(ch);
+            pthread_mutex_unlock(&ps_lock);
+            return MWS_ERR_NOMEM;
+        }
+        apr_hash_set(channels, ch->name, APR_HASH_KEY_STRING, ch);
+    }
+    s = calloc(1, sizeof(*s));
+    if (!s) {
+        pthread_mutex_unlock(&ps_lock);
+        return MWS_ERR_NOMEM;
+    }
+    s->ch = ch;
+    s->mc = mc;
+    s->ch_next = ch->subs;
+    if (ch->subs) {
+        ch->subs->ch_prev = s;
+    }
+    ch->subs = s;
+    ++ch->n;
+    s->c_next = mc->subs;
+    mc->subs = s;
+    pthread_mutex_unlock(&ps_lock);
+    return MWS_OK;
+}
+
+/* Unlink s from its channel (ps_lock held); frees an empty channel.  The
+ * table may be gone already (the child pool died under a handler thread
+ * that unsubscribes late): then only the memory is freed. */
+static void sub_unlink(mws_sub *s)
+{
+    mws_channel *ch = s->ch;
+
+    if (s->ch_prev) {
+        s->ch_prev->ch_next = s->ch_next;
+    }
+    else {
+        ch->subs = s->ch_next;
+    }
+    if (s->ch_next) {
+        s->ch_next->ch_prev = s->ch_prev;
+    }
+    if (--ch->n == 0) {
+        if (channels) {
+            apr_hash_set(channels, ch->name, APR_HASH_KEY_STRING, NULL);
+        }
+        free(ch->name);
+        free(ch);
+    }
+    free(s);
+}
+
+int mws_channels_unsubscribe(mws_conn *mc, const char *channel)
+{
+    char key[MWS_KEY_MAX + 1];
+    mws_sub **pp;
+    int rv;
+
+    if (!mc) {
+        return MWS_ERR_INVALID;
+    }
+    if ((rv = channel_key(key, mc->inst, channel)) != MWS_OK) {
+        return rv;
+    }
+    rv = MWS_ERR_NOTFOUND;
+    pthread_mutex_lock(&ps_lock);
+    for (pp = &mc->subs; *pp; pp = &(*pp)->c_next) {
+        if (!strcmp((*pp)->ch->name, key)) {
+            mws_sub *s = *pp;
+            *pp = s->c_next;
+            sub_unlink(s);
+            rv = MWS_OK;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&ps_lock);
+    return rv;
+}
+
+static void drop_conn(mws_conn *mc)
+{
+    mws_sub *s, *next;
+
+    pthread_mutex_lock(&ps_lock);
+    for (s = mc->subs; s; s = next) {
+        next = s->c_next;
+        sub_unlink(s);
+    }
+    mc->subs = NULL;
+    pthread_mutex_unlock(&ps_lock);
+}
+
+int mws_channels_publish(const char *channel, mws_msg_type type,
+                       const void *data, size_t len)
+{
+    char key[MWS_KEY_MAX + 1];
+    int local, rv;
+
+    if ((type != MWS_TEXT && type != MWS_BINARY) || (len && !data)) {
+        return MWS_ERR_INVALID;
+    }
+    /* outside a handler callback (no line to scope it by), only
+     * server-wide channels */
+    if ((rv = channel_key(key, mws_instance_current(), channel)) != MWS_OK) {
+        return rv;
+    }
+    if (type == MWS_TEXT && !ws_utf8_is_valid(data, len)) {
+        return MWS_ERR_INVALID;
+    }
+    if (len > MWS_PUBLISH_MAX) {
+        return MWS_ERR_TOO_BIG;
+    }
+    local = deliver_local(key, type, data, len);
+    mws_xchild_send(key, type, data, len);
+    return local;
+}
+
+/* The table goes last, after every on_close and shutdown() of the child's
+ * exit (a handler may unsubscribe there). */
+static apr_status_t pubsub_table_gone(void *unused)
+{
+    pthread_mutex_lock(&ps_lock);
+    channels = NULL;
+    ps_stopping = 1;
+    pthread_mutex_unlock(&ps_lock);
+    return APR_SUCCESS;
+}
+
+void mws_channels_child_init(apr_pool_t *pchild, server_rec *s)
+{
+    pthread_mutex_lock(&ps_lock);
+    channels = apr_hash_make(pchild);
+    ps_stopping = 0;
+    pthread_mutex_unlock(&ps_lock);
+    /* registered before the handlers' shutdown, so it runs after it */
+    apr_pool_cleanup_register(pchild, NULL, pubsub_table_gone,
+                              apr_pool_cleanup_null);
+    mws_conn_on_end(drop_conn);
+}
+
+/* A message from another child. */
+static void deliver_remote(const char *key, mws_msg_type type,
+                           const void *data, size_t len)
+{
+    deliver_local(key, type, data, len);
+}
+
+/* The child exits: no new subscriptions from here on. */
+static apr_status_t channels_stopping(void *unused)
+{
+    pthread_mutex_lock(&ps_lock);
+    ps_stopping = 1;
+    pthread_mutex_unlock(&ps_lock);
+    return APR_SUCCESS;
+}
+
+/* After the handlers' init: channels reach the other children now. */
+void mws_channels_start(apr_pool_t *pchild, server_rec *s)
+{
+    mws_xchild_child_init(pchild, s, deliver_remote);
+    /* registered last so that it runs first when the child pool dies,
+     * before the transport closes */
+    apr_pool_cleanup_register(pchild, NULL, channels_stopping,
+                              apr_pool_cleanup_null);
+}
