@@ -3,6 +3,7 @@
  * table of include/mod_websocket.h.
  */
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -230,29 +231,39 @@ static int h_timer_cancel(mws_conn *mc, mws_timer *t)
     return mc ? mws_timer_cancel(mc, t) : MWS_ERR_INVALID;
 }
 
+/* The header declares log() printf-like and gcc checks its arguments as
+ * printf's: C99's vsnprintf formats them (APR's apr_vsnprintf knows no
+ * %zu, %llu or %jd, and a conversion it skips shifts every later
+ * argument).  Without a connection, the line names the instance whose
+ * callback runs (init, shutdown, a timer) and its configuration line. */
 static void h_log(mws_conn *mc, int level, const char *fmt, ...)
 {
     va_list ap;
     char msg[1024];
-    const char *name = "handler";
+    const mws_instance *inst = mc ? mc->inst : mws_instance_current();
 
     if (level < MWS_LOG_ERR || level > MWS_LOG_DEBUG) {
         level = MWS_LOG_ERR;
     }
-    va_start(ap, fmt);
-    apr_vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    if (mc && mc->inst) {
-        name = mc->inst->name;
+    msg[0] = '\0';
+    if (fmt) {
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
     }
     if (mc) {
         ap_log_error(APLOG_MARK, level, 0, ap_server_conf, MWS_LOGNO(00011)
                      "ws(%" APR_UINT64_T_FMT "): %s: %s",
-                     (apr_uint64_t)mc->id, name, msg);
+                     (apr_uint64_t)mc->id, inst ? inst->name : "handler",
+                     msg);
+    }
+    else if (inst) {
+        ap_log_error(APLOG_MARK, level, 0, ap_server_conf, MWS_LOGNO(00012)
+                     "%s (%s): %s", inst->name, inst->where, msg);
     }
     else {
-        ap_log_error(APLOG_MARK, level, 0, ap_server_conf, MWS_LOGNO(00012)
-                     "%s: %s", name, msg);
+        ap_log_error(APLOG_MARK, level, 0, ap_server_conf, MWS_LOGNO(00080)
+                     "a handler's thread: %s", msg);
     }
 }
 

@@ -210,7 +210,8 @@ typedef struct mws_host {
     /* --- log -------------------------------------------------------------- */
 
     /** Log to httpd's error log, tagged with the handler's name and, if c is
-     *  not NULL, the connection. level is MWS_LOG_*. */
+     *  not NULL, the connection (else the WebSocketHandler line).  level is
+     *  MWS_LOG_*.  fmt is formatted as C99's printf does. */
     void (*log)(mws_conn *c, int level, const char *fmt, ...)
 #if defined(__GNUC__)
         __attribute__((format(printf, 3, 4)))

@@ -16,7 +16,8 @@
  *         WebSocketHandlerOption Stream on|relay
  *     </Location>
  *
- * Options: LogFile PATH (append one line per event, see below); Stream
+ * Options: LogTest WORD (init() logs "logtest 42 18446744073709551615 -7
+ * 200 WORD" with host->log and no connection); LogFile PATH (append one line per event, see below); Stream
  * on|relay (streaming handler only: relay also sends every piece back with
  * send_part); any other key can be read back with the commands "option"
  * (host->option, merged per location) and "initopt" (what init() got).
@@ -56,6 +57,8 @@
  *                       and sends "timer done RV1 RV2"
  *   oneshot MS [cancel] "oneshot fired" once (or cancelled at once)
  *   timerflood MS       a periodic timer sending "tick" until the end
+ *   logtest             host->log on the connection with %zu %llu %jd
+ *                       %hhu %s, then replies "logtest done"
  *   stalecancel         a one-shot timer ends; a second one then adds a
  *                       third (which may get the first's freed memory) and
  *                       cancels the first's stale handle: "stalecancel RV
@@ -81,6 +84,7 @@
  *   note pid=P id=I ... | flood pid=P id=I ok=N toobig=N closed=N ...
  */
 #include <inttypes.h>
+#include <stdint.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -362,6 +366,14 @@ static int t_init(const mws_host *h, const mws_option *opts, size_t nopts,
     pthread_mutex_unlock(&g_lock);
     logline(ti, "init pid=%d nopts=%zu", (int)getpid(), nopts);
     for (i = 0; i < nopts; ++i) {
+        if (!strcasecmp(opts[i].key, "LogTest")) {
+            /* host->log without a connection, with the C99 conversions
+             * the compiler checks (a %s last: a misread argument before
+             * it would crash) */
+            host->log(NULL, MWS_LOG_NOTICE, "logtest %zu %llu %jd %hhu %s",
+                      (size_t)42, 18446744073709551615ULL, (intmax_t)-7,
+                      (unsigned char)200, opts[i].value);
+        }
         if (!strcasecmp(opts[i].key, "PublishInit")) {
             logline(ti, "initpub pid=%d rv=%d", (int)getpid(),
                     host->publish(opts[i].value, MWS_TEXT, "init", 4));
@@ -1408,6 +1420,12 @@ static int command(t_conn *tc, mws_conn *c, const char *text, size_t len,
         else {
             tc->otimer = t;
         }
+    }
+    else if (!strcmp(cmd, "logtest")) {
+        host->log(c, MWS_LOG_NOTICE, "logtest %zu %llu %jd %hhu %s",
+                  (size_t)42, 18446744073709551615ULL, (intmax_t)-7,
+                  (unsigned char)200, "conn");
+        reply(c, "logtest done");
     }
     else if (!strcmp(cmd, "stalecancel")) {
         tc->stale = host->timer_add(c, 1, 0, stale_first, NULL);
