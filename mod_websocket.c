@@ -141,7 +141,7 @@ static int admit(request_rec *r, const mws_dir_conf *d, mws_limit_hold *hold)
 static int open_handler(request_rec *r, const mws_dir_conf *d, mws_conn *mc,
                         mws_request *req)
 {
-    mws_instance *prev;
+    mws_call prev;
     int status;
 
     memset(req, 0, sizeof(*req));
@@ -153,7 +153,7 @@ static int open_handler(request_rec *r, const mws_dir_conf *d, mws_conn *mc,
     if (!d->instance->h->on_open) {
         return 0;
     }
-    prev = mws_instance_enter(d->instance);
+    prev = mws_instance_enter(d->instance, "on_open");
     status = d->instance->h->on_open(mc, req, d->instance->data);
     mws_instance_leave(prev);
     if (status == 0) {

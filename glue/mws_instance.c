@@ -150,7 +150,7 @@ static apr_status_t instances_shutdown(void *unused)
     for (i = 0; i < mws_instances->nelts; ++i) {
         mws_instance *inst = APR_ARRAY_IDX(mws_instances, i, mws_instance *);
         if (inst->ready && inst->h->shutdown) {
-            mws_instance *prev = mws_instance_enter(inst);
+            mws_call prev = mws_instance_enter(inst, "shutdown");
             inst->h->shutdown(inst->data);
             mws_instance_leave(prev);
         }
@@ -170,16 +170,17 @@ void mws_instance_child_init(apr_pool_t *pchild, server_rec *s)
 {
     int i;
 
+    mws_handler_crash_names();
     for (i = 0; i < mws_instances->nelts; ++i) {
         mws_instance *inst = APR_ARRAY_IDX(mws_instances, i, mws_instance *);
         const apr_array_header_t *opts = inst->dconf->options;
-        mws_instance *prev;
+        mws_call prev;
         int rc = 0;
 
         inst->data = NULL;
         inst->ready = 1;
         if (inst->h->init) {
-            prev = mws_instance_enter(inst);
+            prev = mws_instance_enter(inst, "init");
             rc = inst->h->init(&mws_host_table,
                                (const mws_option *)opts->elts,
                                (size_t)opts->nelts, &inst->data);

@@ -491,8 +491,15 @@ void mws_out_free_list(mws_out *o);
 /* ---- mws_handler.c: calls into handlers ---------------------------------- */
 /* The line whose handler callback runs on this thread (publish() scopes
  * channel names by it); leave() restores the previous one. */
-mws_instance *mws_instance_enter(mws_instance *inst);
-void mws_instance_leave(mws_instance *prev);
+typedef struct mws_call {
+    mws_instance *inst;
+    const char *what;            /* "init", "on_message", ...              */
+} mws_call;
+mws_call mws_instance_enter(mws_instance *inst, const char *what);
+void mws_instance_leave(mws_call prev);
+/* a child that dies of a fatal signal inside a handler's callback logs
+ * which handler and callback first (MWS00081) */
+void mws_handler_crash_names(void);
 mws_instance *mws_instance_current(void);
 int mws_handler_message(mws_conn *mc, mws_msg_type type, const void *data,
                         size_t len);

@@ -16,7 +16,7 @@
  *         WebSocketHandlerOption Stream on|relay
  *     </Location>
  *
- * Options: LogTest WORD (init() logs "logtest 42 18446744073709551615 -7
+ * Options: CrashInit any (a fault inside init()); LogTest WORD (init() logs "logtest 42 18446744073709551615 -7
  * 200 WORD" with host->log and no connection); LogFile PATH (append one line per event, see below); Stream
  * on|relay (streaming handler only: relay also sends every piece back with
  * send_part); any other key can be read back with the commands "option"
@@ -57,6 +57,7 @@
  *                       and sends "timer done RV1 RV2"
  *   oneshot MS [cancel] "oneshot fired" once (or cancelled at once)
  *   timerflood MS       a periodic timer sending "tick" until the end
+ *   crash               a fault inside on_message (the child dies)
  *   logtest             host->log on the connection with %zu %llu %jd
  *                       %hhu %s, then replies "logtest done"
  *   stalecancel         a one-shot timer ends; a second one then adds a
@@ -320,6 +321,14 @@ static void leave(t_conn *tc)
 
 /* ---- init / shutdown ------------------------------------------------- */
 
+/* A real fault (not a raised signal), as a handler's bug makes. */
+static void crash_now(void)
+{
+    volatile int *volatile nowhere = NULL;
+
+    *nowhere = 1;
+}
+
 static int t_init(const mws_host *h, const mws_option *opts, size_t nopts,
                   void **instance)
 {
@@ -366,6 +375,9 @@ static int t_init(const mws_host *h, const mws_option *opts, size_t nopts,
     pthread_mutex_unlock(&g_lock);
     logline(ti, "init pid=%d nopts=%zu", (int)getpid(), nopts);
     for (i = 0; i < nopts; ++i) {
+        if (!strcasecmp(opts[i].key, "CrashInit")) {
+            crash_now();        /* a handler with a bug in init */
+        }
         if (!strcasecmp(opts[i].key, "LogTest")) {
             /* host->log without a connection, with the C99 conversions
              * the compiler checks (a %s last: a misread argument before
@@ -1420,6 +1432,9 @@ static int command(t_conn *tc, mws_conn *c, const char *text, size_t len,
         else {
             tc->otimer = t;
         }
+    }
+    else if (!strcmp(cmd, "crash")) {
+        crash_now();
     }
     else if (!strcmp(cmd, "logtest")) {
         host->log(c, MWS_LOG_NOTICE, "logtest %zu %llu %jd %hhu %s",
