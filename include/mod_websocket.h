@@ -62,7 +62,10 @@ typedef enum {
     MWS_ERR_INVALID = -2, /**< bad argument (type, code, NULL data, ...) */
     MWS_ERR_NOMEM   = -3, /**< out of memory                             */
     MWS_ERR_TOO_BIG = -4, /**< over a limit (configured, or MWS_PUBLISH_MAX) */
-    MWS_ERR_STATE   = -5, /**< not allowed now (e.g. outside on_open)    */
+    MWS_ERR_STATE   = -5, /**< not allowed now: subscribe() before the
+                           *   child is ready or while it stops;
+                           *   publish() outside a callback to a
+                           *   channel without "server:" */
     MWS_ERR_NOTFOUND= -6  /**< no such header, option, timer, ...        */
 } mws_status;
 
