@@ -6,6 +6,7 @@ shifted, and a following %s crashed the child.  Without a connection (as in
 init) the line names the handler and its configuration line.
 """
 import re
+import time
 
 import pytest
 
@@ -33,8 +34,15 @@ def logenv(env):
 
 
 def test_mws_1025_01_init_log_c99_and_tag(logenv):
-    text = logenv.error_log_since(0)
-    lines = [ln for ln in text.splitlines() if "logtest" in ln]
+    # every child logs from its init(); the server answers before the last
+    # child has run it
+    deadline = time.monotonic() + 10
+    while True:
+        text = logenv.error_log_since(0)
+        lines = [ln for ln in text.splitlines() if "logtest" in ln]
+        if lines or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert lines, "no logtest line from init: %s" % text[-2000:]
     rx = re.compile(r"\[websocket:notice\] .*MWS00012: test \(.*httpd\.conf:\d+\): "
                     r"logtest 42 18446744073709551615 -7 200 initword$")
