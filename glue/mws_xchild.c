@@ -109,6 +109,33 @@ static mws_peer *peers;           /* one per scoreboard slot */
 static int npeers;
 static int wake_fd[2] = { -1, -1 };   /* stops the receive thread */
 
+/* A child the parent forked a moment ago may talk before the parent has
+ * written its pid into the scoreboard: a process whose parent is ours (the
+ * server's parent process, never init) is a child of this server too. */
+static int same_parent(pid_t pid)
+{
+    char path[64], buf[512], *p;
+    long ppid = 0;
+    ssize_t n;
+    int fd;
+
+    apr_snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+        return 0;
+    }
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0) {
+        return 0;
+    }
+    buf[n] = '\0';
+    /* "pid (comm) state ppid ...": comm may hold spaces and parentheses */
+    if (!(p = strrchr(buf, ')')) || sscanf(p + 1, " %*c %ld", &ppid) != 1) {
+        return 0;
+    }
+    return ppid > 1 && ppid == (long)getppid();
+}
+
 /* Is pid a child process of this server now (not us)? */
 static int is_child(pid_t pid)
 {
@@ -122,7 +149,7 @@ static int is_child(pid_t pid)
             return 1;
         }
     }
-    return 0;
+    return same_parent(pid);
 }
 
 static int peer_connect(pid_t pid)
