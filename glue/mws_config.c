@@ -118,6 +118,7 @@ void mws_limits_resolve(const mws_dir_conf *d, mws_limits *l)
     l->ping_interval = d->ping_interval == MWS_UNSET ? 0 : d->ping_interval;
     l->close_timeout = d->close_timeout == MWS_UNSET
                        ? MWS_DEFAULT_CLOSE_TIMEOUT : d->close_timeout;
+    l->read_timeout = 0;        /* the blocking driver sets httpd's Timeout */
 }
 
 static const char *cmd_handler(cmd_parms *cmd, void *dconf, const char *arg,
