@@ -88,6 +88,20 @@ def conn_from(env, src_ip, timeout=wsclient.DEFAULT_TIMEOUT):
     return wsclient.Conn(s, timeout)
 
 
+def ws_rcvbuf(env, path="/echo", rcvbuf=None):
+    """A WebSocket whose client socket has a receive buffer of rcvbuf bytes
+    (None: the system's), so that the server's socket fills up soon when
+    the client does not read."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.settimeout(10)
+    s.connect((env.host, env.http_port))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return wsclient.WsClient.connect(env.host, env.http_port, path,
+                                     conn=wsclient.Conn(s, 10))
+
+
 def ws_from(env, path, src_ip):
     return wsclient.WsClient.connect(env.host, env.http_port, path,
                                      conn=conn_from(env, src_ip))

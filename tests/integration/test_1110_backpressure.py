@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+import hardutil
 import wsclient
 from apiutil import (OP_BINARY, OP_TEXT, Events, api_locations, cmd, events_path, ident,
                      prepare_events, recv_text, require_test_handlers, wait_until, TEST_SO)
@@ -45,13 +46,7 @@ def bp(env):
 def slow_ws(env, path, rcvbuf=32768):
     """A client with a small receive buffer (so that the server's socket
     fills up soon when it does not read)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    s.settimeout(10)
-    s.connect((env.host, env.http_port))
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return wsclient.WsClient.connect(env.host, env.http_port, path,
-                                     conn=wsclient.Conn(s, 10))
+    return hardutil.ws_rcvbuf(env, path, rcvbuf)
 
 
 def flood_line(ev, key, timeout=20):

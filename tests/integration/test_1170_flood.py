@@ -62,15 +62,7 @@ def flood(env):
     env.restart()
 
 
-def raw_ws(env, path="/echo", rcvbuf=None):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    if rcvbuf:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    s.settimeout(10)
-    s.connect((env.host, env.http_port))
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return wsclient.WsClient.connect(env.host, env.http_port, path,
-                                     conn=wsclient.Conn(s, 10))
+raw_ws = hardutil.ws_rcvbuf
 
 
 def ping_flood(env, total, stall=3.0, limit=30.0, ws=None, keep_open=False):
