@@ -49,7 +49,7 @@ extern module AP_MODULE_DECLARE_DATA websocket_module
 /* a parked WebSocket silent this long gives its read buffers back */
 #define MWS_TRIM_AFTER            apr_time_from_sec(1)
 
-/* hex digits of a channel scope (mws_pubsub.c) */
+/* hex digits of a channel scope (mws_channels.c) */
 #define MWS_SCOPE_HEX 32
 
 /* One WebSocketHandler line: a handler plus the options of its section. */
@@ -243,7 +243,7 @@ struct mws_conn {
     int io_waiters;
     int cb_pending;              /* an immediate callback is registered      */
     int work_pending;            /* queued while owned: look before parking  */
-    /* its pending wake-up (mws_park.c, wq_lock; wake_when also read
+    /* its pending wake-up (mws_wakeq.c, wq_lock; wake_when also read
      * atomically without it) */
     apr_time_t wake_when;        /* when it is due, 0: none                 */
     apr_uint64_t wake_seq;       /* ties: the order of scheduling           */
@@ -265,7 +265,7 @@ struct mws_conn {
     int close_reported;          /* on_close ran (atomic exchange)           */
     int close_sent;              /* our close frame was written (atomic)     */
     struct mws_conn *reg_next, *reg_prev;   /* child registry (global lock)   */
-    struct mws_sub *subs;                   /* channels (mws_pubsub.c lock)   */
+    struct mws_sub *subs;                   /* channels (mws_channels.c lock) */
 };
 
 /* The driver's state of one connection, in c->pool; c->conn_config of
