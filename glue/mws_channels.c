@@ -300,7 +300,7 @@ int mws_channels_publish(const char *channel, mws_msg_type type,
 
 /* The table goes last, after every on_close and shutdown() of the child's
  * exit (a handler may unsubscribe there). */
-static apr_status_t pubsub_table_gone(void *unused)
+static apr_status_t channels_table_gone(void *unused)
 {
     pthread_mutex_lock(&ps_lock);
     channels = NULL;
@@ -316,7 +316,7 @@ void mws_channels_child_init(apr_pool_t *pchild, server_rec *s)
     ps_stopping = 0;
     pthread_mutex_unlock(&ps_lock);
     /* registered before the handlers' shutdown, so it runs after it */
-    apr_pool_cleanup_register(pchild, NULL, pubsub_table_gone,
+    apr_pool_cleanup_register(pchild, NULL, channels_table_gone,
                               apr_pool_cleanup_null);
     mws_conn_on_end(drop_conn);
 }

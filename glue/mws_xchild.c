@@ -583,13 +583,13 @@ static void bind_socket(server_rec *s)
     rx_fd = fd;
 }
 
-static int pubsub_drop_privileges(apr_pool_t *pchild, server_rec *s)
+static int xchild_drop_privileges(apr_pool_t *pchild, server_rec *s)
 {
     bind_socket(s);
     return DECLINED;
 }
 
-static apr_status_t pubsub_child_exit(void *unused)
+static apr_status_t xchild_child_exit(void *unused)
 {
     char name[MWS_SOCKNAME_MAX];
     apr_status_t trv;
@@ -661,7 +661,7 @@ void mws_xchild_child_init(apr_pool_t *pchild, server_rec *s,
     }
     rx_stop = 0;
     /* registered last so that it runs first when the child pool dies */
-    apr_pool_cleanup_register(pchild, NULL, pubsub_child_exit,
+    apr_pool_cleanup_register(pchild, NULL, xchild_child_exit,
                               apr_pool_cleanup_null);
     rv = apr_thread_create(&rx_thread, NULL, rx_main, NULL, pchild);
     if (rv != APR_SUCCESS) {
@@ -673,7 +673,7 @@ void mws_xchild_child_init(apr_pool_t *pchild, server_rec *s,
 
 /* Parent: a child was reaped; its socket is removed (it cannot do that
  * itself in root's folder). */
-static void pubsub_child_status(server_rec *s, pid_t pid,
+static void xchild_child_status(server_rec *s, pid_t pid,
                                 ap_generation_t gen, int slot,
                                 mpm_child_status state)
 {
@@ -691,7 +691,7 @@ void mws_xchild_register_hooks(void)
     /* the socket is bound in root's folder while the child is root */
     static const char *const before_unixd[] = { "mod_unixd.c", NULL };
 
-    ap_hook_drop_privileges(pubsub_drop_privileges, NULL, before_unixd,
+    ap_hook_drop_privileges(xchild_drop_privileges, NULL, before_unixd,
                             APR_HOOK_MIDDLE);
-    ap_hook_child_status(pubsub_child_status, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_status(xchild_child_status, NULL, NULL, APR_HOOK_MIDDLE);
 }
