@@ -35,14 +35,6 @@
 
 static void async_cb(void *baton);
 
-/* Register a callback of ours after delay; takes a reference. */
-static void async_register_locked(mws_conn *mc, apr_interval_time_t delay)
-{
-    ++mc->refs;
-    if (ap_mpm_register_timed_callback(delay, async_cb, mc) != APR_SUCCESS) {
-        --mc->refs;
-    }
-}
 
 /* A parked connection with no callback coming: the caller takes a
  * reference and promises one (lock held).  1 if claimed. */
@@ -115,7 +107,7 @@ static void callback_now_locked(mws_conn *mc)
 {
     mc->work_pending = 0;
     mc->cb_pending = 1;
-    async_register_locked(mc, 0);
+    mws_wakeq_fire_now_locked(mc);
 }
 
 /* A callback's turn with a parked connection ends (lock held). */

@@ -411,6 +411,8 @@ apr_status_t mws_wakeq_start(apr_pool_t *pchild, ap_mpm_callback_fn_t *fire);
 /* a callback (fire) comes at `when` (mc->lock held; takes a reference) */
 void mws_wakeq_schedule_locked(mws_conn *mc, apr_time_t when);
 void mws_wakeq_forget(mws_conn *mc);
+/* the callback (fire) now (mc->lock held; takes a reference) */
+void mws_wakeq_fire_now_locked(mws_conn *mc);
 
 /* ---- mws_blocking.c: the blocking driver -------------------------------- */
 extern const mws_driver_ops mws_blocking_ops;

@@ -223,7 +223,7 @@ apr_status_t mws_wakeq_start(apr_pool_t *pchild, ap_mpm_callback_fn_t *fire)
 }
 
 /* The callback now (lock held): it takes a reference. */
-static void fire_now_locked(mws_conn *mc)
+void mws_wakeq_fire_now_locked(mws_conn *mc)
 {
     ++mc->refs;
     if (ap_mpm_register_timed_callback(0, wq_fire, mc) != APR_SUCCESS) {
@@ -249,7 +249,7 @@ void mws_wakeq_schedule_locked(mws_conn *mc, apr_time_t when)
     }
     now = apr_time_now();
     if (when <= now) {
-        fire_now_locked(mc);
+        mws_wakeq_fire_now_locked(mc);
         return;
     }
     pthread_mutex_lock(&wq_lock);
@@ -272,7 +272,7 @@ void mws_wakeq_schedule_locked(mws_conn *mc, apr_time_t when)
         __atomic_store_n(&mc->wake_when, 0, __ATOMIC_RELEASE);
         pthread_mutex_unlock(&wq_lock);
         --mc->refs;             /* the caller holds one too: never the last */
-        fire_now_locked(mc);
+        mws_wakeq_fire_now_locked(mc);
         return;
     }
     if (wq_heap[0] == mc) {
