@@ -117,6 +117,18 @@ def upgrade_from(env, path, src_ip):
         c.close()
 
 
+def close_all(clients):
+    """Close each WebSocket with 1000 and wait (briefly) for the server's
+    close; errors do not stop the others."""
+    for ws in clients:
+        try:
+            ws.send_close(1000)
+            ws.expect_close("any", timeout=5, reply=False)
+        except Exception:
+            pass
+        ws.close()
+
+
 def wait_eof(ws, timeout):
     """Read (and keep) frames until EOF; returns (seconds, frames) or
     raises socket.timeout when the server keeps the connection."""

@@ -237,14 +237,7 @@ def test_mws_1100_21_64bit_lengths(env, hard, length, code):
 
 # ---- WebSocketMaxConnections / PerAddress -------------------------------------------------
 
-def _close_all(clients):
-    for ws in clients:
-        try:
-            ws.send_close(1000)
-            ws.expect_close("any", timeout=5, reply=False)
-        except Exception:
-            pass
-        ws.close()
+_close_all = hardutil.close_all
 
 
 def _wait_admitted(env, path, timeout=10.0):

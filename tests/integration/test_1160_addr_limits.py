@@ -129,14 +129,7 @@ def refused(env, **kw):
     return st == 503
 
 
-def close_all(clients):
-    for ws in clients:
-        try:
-            ws.send_close(1000)
-            ws.expect_close("any", timeout=5, reply=False)
-        except Exception:
-            pass
-        ws.close()
+close_all = hardutil.close_all
 
 
 def admitted_again(env, timeout=10.0, **kw):
