@@ -276,15 +276,24 @@ static void drop_conn(mws_conn *mc)
 int mws_channels_publish(const char *channel, mws_msg_type type,
                        const void *data, size_t len)
 {
+    /* outside a handler callback (no line to scope it by), only
+     * server-wide channels */
+    return mws_channels_publish_line(mws_instance_current(), channel, type,
+                                     data, len);
+}
+
+/* publish() to a channel of inst's line (NULL: only "server:" names). */
+int mws_channels_publish_line(mws_instance *inst, const char *channel,
+                              mws_msg_type type, const void *data,
+                              size_t len)
+{
     char key[MWS_KEY_MAX + 1];
     int local, rv;
 
     if ((type != MWS_TEXT && type != MWS_BINARY) || (len && !data)) {
         return MWS_ERR_INVALID;
     }
-    /* outside a handler callback (no line to scope it by), only
-     * server-wide channels */
-    if ((rv = channel_key(key, mws_instance_current(), channel)) != MWS_OK) {
+    if ((rv = channel_key(key, inst, channel)) != MWS_OK) {
         return rv;
     }
     if (type == MWS_TEXT && !ws_utf8_is_valid(data, len)) {

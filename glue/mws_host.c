@@ -267,6 +267,51 @@ static void h_log(mws_conn *mc, int level, const char *fmt, ...)
     }
 }
 
+/* ---- 1.1: the line, its instance ------------------------------------ */
+
+/* An mws_line is the module's mws_instance (one WebSocketHandler line). */
+static mws_line *h_line(mws_conn *mc)
+{
+    return (mws_line *)(mc ? mc->inst : mws_instance_current());
+}
+
+static void *h_line_instance(mws_line *line)
+{
+    const mws_instance *inst = (const mws_instance *)line;
+
+    return (inst && inst->ready) ? inst->data : NULL;
+}
+
+static void *h_instance(mws_conn *mc)
+{
+    return mc ? h_line_instance((mws_line *)mc->inst) : NULL;
+}
+
+static int h_line_publish(mws_line *line, const char *channel,
+                          mws_msg_type type, const void *data, size_t len)
+{
+    if (!line) {
+        return MWS_ERR_INVALID;
+    }
+    return mws_channels_publish_line((mws_instance *)line, channel, type,
+                                     data, len);
+}
+
+static int h_send_flags(mws_conn *mc, mws_msg_type type, const void *data,
+                        size_t len, unsigned flags)
+{
+    if (flags & ~MWS_SEND_NO_COMPRESS) {
+        return MWS_ERR_INVALID;
+    }
+    /* no connection compresses yet: every message goes as it is */
+    return h_send(mc, type, data, len);
+}
+
+static int h_compressed(mws_conn *mc)
+{
+    return mc ? 0 : MWS_ERR_INVALID;
+}
+
 const mws_host mws_host_table = {
     MWS_ABI_MAJOR,
     MWS_ABI_MINOR,
@@ -299,5 +344,18 @@ const mws_host mws_host_table = {
     h_log,
     mws_channels_subscribe,
     mws_channels_unsubscribe,
-    mws_channels_publish
+    mws_channels_publish,
+    /* 1.1 */
+    h_instance,
+    h_line,
+    h_line_instance,
+    mws_shared_create,
+    mws_shared_mem,
+    mws_shared_lock,
+    mws_shared_unlock,
+    h_line_publish,
+    mws_refuse_reason,
+    mws_refuse_body,
+    h_send_flags,
+    h_compressed
 };

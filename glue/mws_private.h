@@ -350,8 +350,27 @@ void mws_channels_child_init(apr_pool_t *pchild, server_rec *s);
 void mws_channels_start(apr_pool_t *pchild, server_rec *s);
 int mws_channels_subscribe(mws_conn *mc, const char *channel);
 int mws_channels_unsubscribe(mws_conn *mc, const char *channel);
+int mws_channels_publish_line(mws_instance *inst, const char *channel,
+                              mws_msg_type type, const void *data,
+                              size_t len);
 int mws_channels_publish(const char *channel, mws_msg_type type,
                          const void *data, size_t len);
+
+/* ---- mws_shared.c: a line's shared memory and mutex; refusals (1.1) -- */
+int mws_shared_create(mws_line *line, size_t size);
+void *mws_shared_mem(mws_line *line, size_t *size);
+int mws_shared_lock(mws_line *line);
+int mws_shared_unlock(mws_line *line);
+int mws_refuse_reason(mws_request *r, const char *reason);
+int mws_refuse_body(mws_request *r, const char *content_type,
+                    const void *body, size_t len);
+
+/* A handler struct has member m (API 1.1 and later members): the handler
+ * was built against a minor version that has it and its struct covers it. */
+#define MWS_H_HAS(h, m) \
+    ((h)->abi_minor >= 1 \
+     && (h)->struct_size >= offsetof(mws_handler, m) + sizeof((h)->m) \
+     && (h)->m != NULL)
 
 /* ---- mws_xchild.c: channels across child processes --------------------- */
 #define MWS_CHANNEL_MAX   200          /* bytes of a channel name         */

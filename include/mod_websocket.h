@@ -31,7 +31,8 @@
  * on_close has returned and every reference taken with retain() has been
  * released.
  *
- * Version 1.0.
+ * Version 1.1 (1.0 plus the members marked "1.1", appended at the ends of
+ * mws_host and mws_handler; a handler built against 1.0 sees nothing new).
  */
 #ifndef MOD_WEBSOCKET_H
 #define MOD_WEBSOCKET_H
@@ -44,7 +45,7 @@ extern "C" {
 #endif
 
 #define MWS_ABI_MAJOR 1
-#define MWS_ABI_MINOR 0
+#define MWS_ABI_MINOR 1
 
 /** Default name of the symbol a handler shared object exports. */
 #define MWS_HANDLER_ENTRY_SYMBOL "mws_handler_entry"
@@ -109,6 +110,16 @@ typedef struct mws_conn mws_conn;
 typedef struct mws_request mws_request;
 /** A timer (opaque). */
 typedef struct mws_timer mws_timer;
+/** 1.1.  One WebSocketHandler line of the configuration (opaque): the
+ *  handler's instance in each child, its channels and its shared memory
+ *  belong to it.  Valid from init_server() (parent) or init() (child) until
+ *  the configuration is unloaded. */
+typedef struct mws_line mws_line;
+
+/** 1.1.  send_flags() flags. */
+#define MWS_SEND_NO_COMPRESS 0x1u /**< send this message uncompressed even
+                                   *   when the connection compresses (data
+                                   *   already compressed: images, zip) */
 
 /** One `WebSocketHandlerOption key value` line. */
 typedef struct {
@@ -249,8 +260,66 @@ typedef struct mws_host {
     int (*publish)(const char *channel, mws_msg_type type, const void *data,
                    size_t len);
 
+    /* --- 1.1: check abi_minor >= 1 (or struct_size) before use --------- */
+
+    /** 1.1.  The instance init() stored for c's WebSocketHandler line in
+     *  this child process (NULL if init stored none, or c is gone). */
+    void *(*instance)(mws_conn *c);
+    /** 1.1.  The WebSocketHandler line of c.  With c NULL: the line whose
+     *  callback is running on this thread (check_options, init_server,
+     *  init, on_publish, on_gap, shutdown, or any connection callback), or
+     *  NULL on a thread of the handler's own outside any callback. */
+    mws_line *(*line)(mws_conn *c);
+    /** 1.1.  The instance init() stored for line in this child process. */
+    void *(*line_instance)(mws_line *line);
+
+    /** 1.1.  Only inside init_server() (parent process, before the
+     *  children start; again at every restart): create line's shared
+     *  memory, size bytes (at most MWS_SHARED_MAX), zeroed, mapped at the
+     *  same address in every child process, and its cross-process mutex.
+     *  At most once per line and configuration generation.  MWS_ERR_STATE
+     *  elsewhere, MWS_ERR_TOO_BIG over the bound, MWS_ERR_NOMEM. */
+    int (*shared_create)(mws_line *line, size_t size);
+    /** 1.1.  The shared memory of line (any process of this generation),
+     *  its size in *size if size is not NULL; NULL when none was created. */
+    void *(*shared_mem)(mws_line *line, size_t *size);
+    /** 1.1.  Take line's cross-process mutex (all threads of all child
+     *  processes); blocks.  Keep it briefly, never across a send that
+     *  might wait: no host function waits for the network.  MWS_ERR_STATE
+     *  when no shared memory was created. */
+    int (*shared_lock)(mws_line *line);
+    /** 1.1.  Release what shared_lock() took. */
+    int (*shared_unlock)(mws_line *line);
+
+    /** 1.1.  publish() to a channel of line, from any thread (a thread of
+     *  the handler's own included): the same as publish() called inside a
+     *  callback of that line. */
+    int (*line_publish)(mws_line *line, const char *channel,
+                        mws_msg_type type, const void *data, size_t len);
+
+    /** 1.1.  Only in on_open, before refusing: the reason phrase of the
+     *  refusal's status line (printable ASCII, at most 64 bytes; default:
+     *  httpd's phrase for the status). */
+    int (*req_refuse_reason)(mws_request *r, const char *reason);
+    /** 1.1.  Only in on_open, before refusing: the refusal's body (at most
+     *  8 KiB, copied) and its Content-Type (default "text/plain;
+     *  charset=utf-8"), instead of httpd's HTML error page.  Headers such
+     *  as Retry-After are added with req_set_header(). */
+    int (*req_refuse_body)(mws_request *r, const char *content_type,
+                           const void *body, size_t len);
+
+    /** 1.1.  send() with MWS_SEND_* flags. */
+    int (*send_flags)(mws_conn *c, mws_msg_type type, const void *data,
+                      size_t len, unsigned flags);
+    /** 1.1.  1 if c negotiated permessage-deflate, 0 if not, or
+     *  MWS_ERR_CLOSED. */
+    int (*compressed)(mws_conn *c);
+
     /* New members go here, at the end only. */
 } mws_host;
+
+/** 1.1.  The largest shared memory shared_create() makes for one line. */
+#define MWS_SHARED_MAX (64u * 1024 * 1024)
 
 /** mws_handler.flags */
 #define MWS_HANDLER_FLAG_NONE 0u
@@ -318,6 +387,54 @@ typedef struct mws_handler {
      */
     void (*on_close)(mws_conn *c, int code, const char *reason,
                      size_t reason_len);
+
+    /* --- 1.1: read only when abi_minor >= 1 and struct_size covers them */
+
+    /**
+     * 1.1, optional.  At configuration time (also `apache2 -t`), in the
+     * parent, for each WebSocketHandler line naming this handler, after the
+     * whole configuration has been read: check opts.  Return NULL if they
+     * are acceptable, or a message (a string constant, or one that lives
+     * until the process ends) and set *bad to the index in opts of the
+     * offending option (leave it at its initial (size_t)-1 when the fault
+     * is no single option).  httpd then refuses to start, naming the file
+     * and line of that WebSocketHandlerOption (else of WebSocketHandler).
+     */
+    const char *(*check_options)(const mws_host *host, const mws_option *opts,
+                                 size_t nopts, size_t *bad);
+
+    /**
+     * 1.1, optional.  In the parent process, as root, before the children
+     * are started, for each WebSocketHandler line naming this handler; and
+     * again after every restart (a new generation: new shared memory).
+     * Create state shared by all children here: host->shared_create(line,
+     * size) and initialise the memory.  No connection exists yet; host
+     * functions that take a connection or request fail.  Return 0, or -1
+     * to stop httpd from starting (logged naming the line).
+     */
+    int (*init_server)(const mws_host *host, mws_line *line,
+                       const mws_option *opts, size_t nopts);
+
+    /**
+     * 1.1, optional.  In every child process, for each message published on
+     * a channel of this line (from any child, or any server with a broker),
+     * once per child and message, in the channel's delivery order, whether
+     * or not a connection of this child subscribes to it; channel is the
+     * name as the handler gave it (without the line's scope).  Runs on the
+     * child's channel-delivery thread: keep it short, never wait.  data is
+     * valid only during the call.  Lets each child keep a replicated copy
+     * of state such as a current price.
+     */
+    void (*on_publish)(void *instance, const char *channel, mws_msg_type type,
+                       const void *data, size_t len);
+
+    /**
+     * 1.1, optional.  This child process missed `lost` messages of channel
+     * (it fell behind past the delivery bound): subscribers did not receive
+     * them and on_publish did not see them.  Rebuild replicated state here
+     * (e.g. from shared memory).
+     */
+    void (*on_gap)(void *instance, const char *channel, uint64_t lost);
 
     /* New members go here, at the end only. */
 } mws_handler;
