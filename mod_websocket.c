@@ -136,6 +136,33 @@ static int admit(request_rec *r, const mws_dir_conf *d, mws_limit_hold *hold)
     return OK;
 }
 
+/* A refusal as the handler described it (API 1.1): its reason phrase and
+ * its body instead of httpd's error page; headers it set go with it. */
+static void send_refusal(request_rec *r, int status, const mws_request *req)
+{
+    const char *phrase = req->refuse_reason;
+
+    if (!phrase) {
+        phrase = ap_get_status_line(status);
+        phrase = (strlen(phrase) > 4) ? phrase + 4 : "Refused";
+    }
+    r->status = status;
+    r->status_line = apr_psprintf(r->pool, "%d %s", status, phrase);
+    apr_table_do(copy_header, r->headers_out, r->err_headers_out, NULL);
+    apr_table_clear(r->err_headers_out);
+    if (req->refuse_body) {
+        ap_set_content_type(r, req->refuse_ctype);
+        ap_set_content_length(r, (apr_off_t)req->refuse_len);
+        if (req->refuse_len) {
+            ap_rwrite(req->refuse_body, (int)req->refuse_len, r);
+        }
+    }
+    else {
+        ap_set_content_type(r, "text/plain; charset=utf-8");
+        ap_rprintf(r, "%s\n", phrase);
+    }
+}
+
 /* The handler's on_open: 0 to accept, else the status to refuse with (the
  * connection is then gone). */
 static int open_handler(request_rec *r, const mws_dir_conf *d, mws_conn *mc,
@@ -166,6 +193,11 @@ static int open_handler(request_rec *r, const mws_dir_conf *d, mws_conn *mc,
         status = HTTP_INTERNAL_SERVER_ERROR;
     }
     mws_conn_abort(mc);
+    if (req->refuse_reason || req->refuse_body) {
+        send_refusal(r, status, req);
+        refuse(r, status, "refused by the handler");
+        return DONE;
+    }
     return refuse(r, status, "refused by the handler");
 }
 
@@ -234,7 +266,7 @@ static int ws_handler(request_rec *r)
     mc->hold = hold;            /* given back when the connection ends */
     mws_registry_add(mc);
     if ((status = open_handler(r, d, mc, &req)) != 0) {
-        return status;
+        return status;          /* DONE: the handler's refusal is sent */
     }
     mc->opened = 1;
     switch_protocols(r, d, mc, &req);
@@ -278,7 +310,8 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog,
                                      "thread)"
                                    : "blocking (a thread per connection)",
                  ap_show_mpm());
-    if ((rv = mws_limits_post_config(pconf, s)) != OK) {
+    if ((rv = mws_limits_post_config(pconf, s)) != OK
+        || (rv = mws_instance_post_config(pconf, s)) != OK) {
         return rv;
     }
     return mws_sockdir_post_config(pconf, ptemp, s, mws_instances->nelts);
@@ -289,6 +322,9 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog,
 static int check_config(apr_pool_t *pconf, apr_pool_t *plog,
                         apr_pool_t *ptemp, server_rec *s)
 {
+    if (mws_instance_check_config(s) != OK) {
+        return !OK;
+    }
     return mws_sockdir_check_config(ptemp, s, mws_instances->nelts);
 }
 

@@ -36,6 +36,7 @@ void *mws_config_create_dir(apr_pool_t *p, char *dir)
     d->max_conns = d->max_conns_addr = MWS_UNSET;
     d->max_conns_index = -1;
     d->options = apr_array_make(p, 2, sizeof(mws_option));
+    d->option_where = apr_array_make(p, 2, sizeof(const char *));
     return d;
 }
 
@@ -104,6 +105,8 @@ void *mws_config_merge_dir(apr_pool_t *p, void *basev, void *addv)
     }
     /* inner options come last, so a lookup from the end sees them first */
     d->options = apr_array_append(p, base->options, add->options);
+    d->option_where = apr_array_append(p, base->option_where,
+                                       add->option_where);
     return d;
 }
 
@@ -374,6 +377,10 @@ static const char *cmd_option(cmd_parms *cmd, void *dconf, const char *key,
     o = apr_array_push(d->options);
     o->key = key;
     o->value = value;
+    /* for check_options(): an error names the line */
+    APR_ARRAY_PUSH(d->option_where, const char *) =
+        apr_psprintf(cmd->pool, "%s:%d", cmd->directive->filename,
+                     cmd->directive->line_num);
     return NULL;
 }
 

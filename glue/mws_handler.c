@@ -141,6 +141,16 @@ static void on_crash(int sig, siginfo_t *si, void *uc)
     size_t i;
 
     if (inst) {
+        /* counters in shared memory: a replaced child dies again, and
+         * the line says how often */
+        long n = inst->crashes
+                 ? (long)__atomic_add_fetch(inst->crashes, 1, __ATOMIC_RELAXED)
+                 : 0;
+        long k = (inst->init_crashes && cur_what && !strcmp(cur_what, "init"))
+                 ? (long)__atomic_add_fetch(inst->init_crashes, 1,
+                                            __ATOMIC_RELAXED)
+                 : 0;
+
         put(&p, end, "[websocket:crit] [pid ");
         put_num(&p, end, (long)getpid());
         put(&p, end, "] " MWS_LOGNO(00081) "the child dies of signal ");
@@ -151,7 +161,19 @@ static void on_crash(int sig, siginfo_t *si, void *uc)
         put(&p, end, inst->name);
         put(&p, end, " (");
         put(&p, end, inst->where);
-        put(&p, end, ")\n");
+        put(&p, end, ")");
+        if (n) {
+            put(&p, end, "; crash ");
+            put_num(&p, end, n);
+            put(&p, end, " of this handler since httpd started");
+        }
+        if (k) {
+            put(&p, end, "; init crashed ");
+            put_num(&p, end, k);
+            put(&p, end, " time(s) in a row (new children stop calling it "
+                         "after 3)");
+        }
+        put(&p, end, "\n");
         if (write(STDERR_FILENO, line, (size_t)(p - line)) < 0) {
             /* nothing else can be done here */
         }

@@ -165,6 +165,96 @@ void mws_instance_pre_config(apr_pool_t *pconf)
     mws_instances = apr_array_make(pconf, 4, sizeof(mws_instance *));
 }
 
+/* ---- configuration time (parent) --------------------------------------- */
+
+/* check_options() of every line (also for httpd -t): a complaint names the
+ * WebSocketHandlerOption's file and line, else the WebSocketHandler's. */
+int mws_instance_check_config(server_rec *s)
+{
+    int i;
+
+    for (i = 0; i < mws_instances->nelts; ++i) {
+        mws_instance *inst = APR_ARRAY_IDX(mws_instances, i, mws_instance *);
+        const apr_array_header_t *opts = inst->dconf->options;
+        const apr_array_header_t *where = inst->dconf->option_where;
+        size_t bad = (size_t)-1;
+        const char *why, *line;
+        mws_call prev;
+
+        if (!MWS_H_HAS(inst->h, check_options)) {
+            continue;
+        }
+        prev = mws_instance_enter(inst, "check_options");
+        why = inst->h->check_options(&mws_host_table,
+                                     (const mws_option *)opts->elts,
+                                     (size_t)opts->nelts, &bad);
+        mws_instance_leave(prev);
+        if (why == NULL) {
+            continue;
+        }
+        if (bad < (size_t)opts->nelts && bad < (size_t)where->nelts) {
+            line = apr_psprintf(s->process->pconf, "%s: WebSocketHandlerOption"
+                                " %s", APR_ARRAY_IDX(where, bad, const char *),
+                                APR_ARRAY_IDX(opts, bad, mws_option).key);
+        }
+        else {
+            line = apr_psprintf(s->process->pconf, "%s: WebSocketHandler",
+                                inst->where);
+        }
+        ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, NULL,
+                     MWS_LOGNO(00086) "%s: handler %s refuses its options: "
+                     "%.400s", line, inst->name, why);
+        return !OK;
+    }
+    return OK;
+}
+
+/* init_server() of every line, in the parent before the children start
+ * (and after every restart). */
+int mws_instance_post_config(apr_pool_t *pconf, server_rec *s)
+{
+    uint32_t *counters = NULL;
+    int i, rc;
+
+    if (mws_instances->nelts
+        && !(counters = mws_shared_counters(pconf, s, mws_instances->nelts))) {
+        return !OK;
+    }
+    for (i = 0; i < mws_instances->nelts; ++i) {
+        mws_instance *inst = APR_ARRAY_IDX(mws_instances, i, mws_instance *);
+        const apr_array_header_t *opts = inst->dconf->options;
+        mws_call prev;
+
+        inst->crashes = &counters[2 * i];
+        inst->init_crashes = &counters[2 * i + 1];
+        inst->shared = NULL;
+        if (!MWS_H_HAS(inst->h, init_server)) {
+            continue;
+        }
+        mws_shared_allow(inst, pconf);
+        prev = mws_instance_enter(inst, "init_server");
+        rc = inst->h->init_server(&mws_host_table, (mws_line *)inst,
+                                  (const mws_option *)opts->elts,
+                                  (size_t)opts->nelts);
+        mws_instance_leave(prev);
+        mws_shared_allow(NULL, NULL);
+        if (rc != 0) {
+            ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, NULL,
+                         MWS_LOGNO(00087) "%s: handler %s: init_server "
+                         "failed (returned %d)", inst->where, inst->name, rc);
+            return !OK;
+        }
+    }
+    return OK;
+}
+
+/* ---- per child (continued) ----------------------------------------------- */
+
+/* init() crashes in a row after which children stop calling it: each one
+ * died there, and a child that dies at start takes every request it was
+ * about to serve (static pages too) with it. */
+#define MWS_INIT_CRASH_LIMIT 3
+
 /* Every instance's init() in this child; their shutdown() when it exits. */
 void mws_instance_child_init(apr_pool_t *pchild, server_rec *s)
 {
@@ -179,12 +269,26 @@ void mws_instance_child_init(apr_pool_t *pchild, server_rec *s)
 
         inst->data = NULL;
         inst->ready = 1;
+        if (inst->init_crashes && __atomic_load_n(inst->init_crashes,
+                                                  __ATOMIC_RELAXED)
+                                  >= MWS_INIT_CRASH_LIMIT) {
+            inst->ready = 0;
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, MWS_LOGNO(00088)
+                         "handler %s (%s): init crashed %d times in a row; "
+                         "not called again until httpd restarts, its "
+                         "WebSockets answer 500", inst->name, inst->where,
+                         MWS_INIT_CRASH_LIMIT);
+            continue;
+        }
         if (inst->h->init) {
             prev = mws_instance_enter(inst, "init");
             rc = inst->h->init(&mws_host_table,
                                (const mws_option *)opts->elts,
                                (size_t)opts->nelts, &inst->data);
             mws_instance_leave(prev);
+        }
+        if (inst->init_crashes) {
+            __atomic_store_n(inst->init_crashes, 0, __ATOMIC_RELAXED);
         }
         if (rc != 0) {
             inst->ready = 0;

@@ -62,6 +62,9 @@ typedef struct mws_instance {
     struct mws_dir_conf *dconf;  /* the section the directive was in      */
     void *data;                  /* what init() returned, per child        */
     int ready;                   /* init() succeeded in this child         */
+    void *shared;                /* mws_shared.c: its segment, or NULL      */
+    uint32_t *crashes;           /* shared: crashes in its callbacks       */
+    uint32_t *init_crashes;      /* shared: init() crashes in a row        */
 } mws_instance;
 
 /* WebSocketDriver */
@@ -100,6 +103,7 @@ typedef struct mws_dir_conf {
     int max_conns_addr;          /* MWS_UNSET: unset; 0: no cap            */
     apr_array_header_t *origins; /* of mws_origin_pat                      */
     apr_array_header_t *options; /* of mws_option, in config order         */
+    apr_array_header_t *option_where; /* "file:line" of each option        */
 } mws_dir_conf;
 
 /* The limits of one connection, resolved from its location when it opens
@@ -329,6 +333,8 @@ const char *mws_instance_load(cmd_parms *cmd, const char *arg,
                               const char *symbol, const mws_handler **ph);
 void mws_instance_scope(cmd_parms *cmd, mws_instance *inst);
 void mws_instance_child_init(apr_pool_t *pchild, server_rec *s);
+int mws_instance_check_config(server_rec *s);
+int mws_instance_post_config(apr_pool_t *pconf, server_rec *s);
 
 /* ---- mws_origin.c: WebSocketOrigin -------------------------------------- */
 /* NULL when the request's Origin may open the WebSocket, else why not */
@@ -341,7 +347,13 @@ struct mws_request {
     mws_conn *mc;
     apr_array_header_t *offered;  /* of const char *                         */
     const char *chosen;
+    /* a refusal the handler described (1.1): reason phrase, body */
+    const char *refuse_reason;
+    const char *refuse_ctype;
+    const void *refuse_body;    /* NULL: httpd's error page              */
+    size_t refuse_len;
 };
+#define MWS_REFUSE_BODY_MAX 8192
 extern const mws_host mws_host_table;
 
 /* ---- mws_channels.c: subscriptions, scopes, publish --------------------- */
@@ -357,6 +369,8 @@ int mws_channels_publish(const char *channel, mws_msg_type type,
                          const void *data, size_t len);
 
 /* ---- mws_shared.c: a line's shared memory and mutex; refusals (1.1) -- */
+void mws_shared_allow(mws_instance *inst, apr_pool_t *pconf);
+uint32_t *mws_shared_counters(apr_pool_t *pconf, server_rec *s, int n);
 int mws_shared_create(mws_line *line, size_t size);
 void *mws_shared_mem(mws_line *line, size_t *size);
 int mws_shared_lock(mws_line *line);

@@ -68,6 +68,25 @@ def test_mws_1026_01_init_crash_names_the_handler(env):
         want = conf_line_of(env, "<Location /tcrash>") + 2
         assert all(int(n) == want for n in lines), (lines, want)
         assert "exit signal Segmentation fault" in text
+        # the crashes are counted across children: "in a row" grows
+        rows = [int(k) for k in re.findall(r"init crashed (\d+) time\(s\) in a row", text)]
+        assert rows and max(rows) >= 2, text[-3000:]
+        # after 3 in a row, new children stop calling init: the server
+        # serves its pages again and the handler's location answers 500
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if "MWS00088" in env.error_log_since(log_start):
+                break
+            time.sleep(0.2)
+        text = env.error_log_since(log_start)
+        assert re.search(r"MWS00088: handler test \(.*httpd\.conf:%d\): init "
+                         r"crashed 3 times in a row" % want, text), text[-3000:]
+        time.sleep(1.5)     # the last crashed children are replaced
+        for _ in range(5):
+            page = env.http(b"GET / HTTP/1.1\r\nHost: localhost\r\n"
+                            b"Connection: close\r\n\r\n", timeout=5)
+            assert page.status in (200, 403, 404), page.status
+        assert env.upgrade("/tcrash").status == 500
     finally:
         subprocess.run([conftest.HTTPD, "-f", env.conf_path, "-k", "stop"],
                        capture_output=True, text=True, timeout=60)
