@@ -22,8 +22,20 @@
  * send_part); any other key can be read back with the commands "option"
  * (host->option, merged per location) and "initopt" (what init() got).
  *
+ * Built twice: against include/ (API 1.1, mod_ws_test.so) and against the
+ * released 1.0 header kept in tests/handlers/abi-1.0 (mod_ws_test10.so),
+ * which proves a 1.0-built handler still loads and behaves the same.  What
+ * only 1.1 has is under #if MWS_ABI_MINOR >= 1.
+ *
+ * 1.1 options: Reject WHY (check_options refuses it, naming that option's
+ * line); RejectAll WHY (refused, no single option).
+ *
  * Query knobs, handled in on_open (repeatable, values %-decoded):
  *   refuse=N      add "X-Mws-Test: refused" and return N (any number)
+ *   reason=TEXT   1.1: req_refuse_reason(TEXT) (its result in "X-Mws-Rv")
+ *   body=TEXT     1.1: req_refuse_body(ctype or NULL, TEXT)
+ *   ctype=TYPE    1.1: the Content-Type for body= (give it before body=)
+ *   retry=N       add "Retry-After: N"
  *   proto=P       req_select_subprotocol(P); "proto P RV" is sent after open
  *   greet=TEXT    send TEXT from on_open
  *   opentimer=MS  a one-shot timer added in on_open sends "opentimer fired"
@@ -70,6 +82,16 @@
  *                       then checks every host call on the dead connection
  *   badcalls            JSON of the results of invalid calls
  *   note TEXT           a line in LogFile
+ *   abi                 "abi MAJOR.MINOR" this handler was built against
+ *   instance            1.1: "instance I L LI": host->instance(c),
+ *                       host->line(c) == host->line(NULL) inside a
+ *                       callback, host->line_instance(line); 1 = as
+ *                       expected
+ *   linepub CH TEXT     1.1: from a thread of its own, publish(CH) (must
+ *                       fail: no line) and line_publish(line, CH): "linepub
+ *                       RV1 RV2"
+ *   sendflags F TEXT    1.1: send_flags(F, TEXT), "sendflags RV"
+ *   compressed          1.1: "compressed RV"
  *   flood N SIZE        a thread sends N binary messages of SIZE bytes
  *                       (the first 8 bytes: the message's number, big
  *                       endian; then 'x') as fast as send() returns, and
@@ -230,6 +252,11 @@ static void logline(const t_instance *ti, const char *fmt, ...)
         close(fd);
     }
 }
+
+#if MWS_ABI_MINOR >= 1
+static void cmd_api11(t_conn *tc, mws_conn *c, const char *cmd,
+                      const char *arg);
+#endif
 
 static int reply(mws_conn *c, const char *fmt, ...)
 {
@@ -476,6 +503,9 @@ static int t_open(mws_conn *c, mws_request *r, void *instance)
     char *q, *tok, *save = NULL;
     int refuse = 0;
     size_t i, n;
+#if MWS_ABI_MINOR >= 1
+    const char *ctype = NULL;
+#endif
 
     if (!tc) {
         return 503;
@@ -520,6 +550,26 @@ static int t_open(mws_conn *c, mws_request *r, void *instance)
         if (!strcmp(tok, "refuse")) {
             refuse = atoi(v);
         }
+        else if (!strcmp(tok, "retry")) {
+            host->req_set_header(r, "Retry-After", v);
+        }
+#if MWS_ABI_MINOR >= 1
+        else if (!strcmp(tok, "reason")) {
+            char rv[16];
+            snprintf(rv, sizeof(rv), "%d", host->req_refuse_reason(r, v));
+            host->req_set_header(r, "X-Mws-Rv", rv);
+        }
+        else if (!strcmp(tok, "ctype")) {
+            free((char *)ctype);
+            ctype = t_strdup(v);
+        }
+        else if (!strcmp(tok, "body")) {
+            char rv[16];
+            snprintf(rv, sizeof(rv), "%d",
+                     host->req_refuse_body(r, ctype, v, strlen(v)));
+            host->req_set_header(r, "X-Mws-Rv", rv);
+        }
+#endif
         else if (!strcmp(tok, "proto")) {
             int rv = host->req_select_subprotocol(r, v);
             reply(c, "proto %s %d", v, rv);
@@ -548,6 +598,9 @@ static int t_open(mws_conn *c, mws_request *r, void *instance)
         }
     }
     free(q);
+#if MWS_ABI_MINOR >= 1
+    free((char *)ctype);
+#endif
 
     if (refuse) {
         host->req_set_header(r, "X-Mws-Test", "refused");
@@ -1489,6 +1542,15 @@ static int command(t_conn *tc, mws_conn *c, const char *text, size_t len,
              || !strcmp(cmd, "threadpub") || !strcmp(cmd, "timerpub")) {
         cmd_pubsub(tc, c, cmd, arg);
     }
+    else if (!strcmp(cmd, "abi")) {
+        reply(c, "abi %d.%d", MWS_ABI_MAJOR, MWS_ABI_MINOR);
+    }
+#if MWS_ABI_MINOR >= 1
+    else if (!strcmp(cmd, "instance") || !strcmp(cmd, "linepub")
+             || !strcmp(cmd, "sendflags") || !strcmp(cmd, "compressed")) {
+        cmd_api11(tc, c, cmd, arg);
+    }
+#endif
     else if (!strcmp(cmd, "note")) {
         logline(tc->inst, "note pid=%d id=%" PRIu64 " %s", (int)getpid(),
                 tc->id, arg);
@@ -1566,6 +1628,86 @@ static int t_fragment(mws_conn *c, mws_msg_type type, const void *data,
     return rc;
 }
 
+#if MWS_ABI_MINOR >= 1
+/* ---- API 1.1 --------------------------------------------------------------- */
+
+typedef struct {
+    mws_line *line;
+    char *channel;
+    char *text;
+    int rv_publish, rv_line;
+} t_linepub;
+
+static void *linepub_thread(void *arg)
+{
+    t_linepub *lp = arg;
+
+    /* a thread of the handler's own: no callback runs here */
+    lp->rv_publish = host->publish(lp->channel, MWS_TEXT, lp->text,
+                                   strlen(lp->text));
+    lp->rv_line = host->line_publish(lp->line, lp->channel, MWS_TEXT,
+                                     lp->text, strlen(lp->text));
+    return NULL;
+}
+
+static void cmd_api11(t_conn *tc, mws_conn *c, const char *cmd,
+                      const char *arg)
+{
+    if (!strcmp(cmd, "instance")) {
+        mws_line *line = host->line(c);
+        reply(c, "instance %d %d %d", host->instance(c) == (void *)tc->inst,
+              line != NULL && host->line(NULL) == line,
+              host->line_instance(line) == (void *)tc->inst);
+    }
+    else if (!strcmp(cmd, "linepub")) {
+        const char *sp = strchr(arg, ' ');
+        t_linepub lp;
+        pthread_t t;
+
+        memset(&lp, 0, sizeof(lp));
+        lp.line = host->line(c);
+        lp.channel = sp ? strndup(arg, (size_t)(sp - arg)) : t_strdup(arg);
+        lp.text = t_strdup(sp ? sp + 1 : "");
+        if (pthread_create(&t, NULL, linepub_thread, &lp) == 0) {
+            pthread_join(t, NULL);
+            reply(c, "linepub %d %d", lp.rv_publish, lp.rv_line);
+        }
+        free(lp.channel);
+        free(lp.text);
+    }
+    else if (!strcmp(cmd, "sendflags")) {
+        char *end;
+        unsigned long f = strtoul(arg, &end, 0);
+        const char *text = (*end == ' ') ? end + 1 : "";
+        int rv = host->send_flags(c, MWS_TEXT, text, strlen(text),
+                                  (unsigned)f);
+        reply(c, "sendflags %d", rv);
+    }
+    else if (!strcmp(cmd, "compressed")) {
+        reply(c, "compressed %d", host->compressed(c));
+    }
+    (void)tc;
+}
+
+static const char *t_check_options(const mws_host *h, const mws_option *opts,
+                                   size_t nopts, size_t *bad)
+{
+    size_t i;
+
+    (void)h;
+    for (i = 0; i < nopts; ++i) {
+        if (!strcasecmp(opts[i].key, "Reject")) {
+            *bad = i;
+            return opts[i].value;
+        }
+        if (!strcasecmp(opts[i].key, "RejectAll")) {
+            return opts[i].value;
+        }
+    }
+    return NULL;
+}
+#endif
+
 /* ---- the two entry points ------------------------------------------------ */
 
 static const mws_handler test_handler = {
@@ -1579,6 +1721,9 @@ static const mws_handler test_handler = {
     .on_open     = t_open,
     .on_message  = t_message,
     .on_close    = t_close,
+#if MWS_ABI_MINOR >= 1
+    .check_options = t_check_options,
+#endif
 };
 
 static const mws_handler test_stream_handler = {

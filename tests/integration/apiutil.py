@@ -14,7 +14,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 BUILD_DIR = os.path.abspath(os.environ.get("MWS_BUILD_DIR") or REPO)
 SRC_DIR = os.path.abspath(os.environ.get("MWS_SRC_DIR") or REPO)
-TEST_SO = os.path.join(BUILD_DIR, "tests", "handlers", ".libs", "mod_ws_test.so")
+# MWS_TEST_SO: run the API tests against another build of the test handler
+# (test_1030 runs them against the one built with the 1.0 header)
+TEST_SO = os.environ.get("MWS_TEST_SO") or os.path.join(
+    BUILD_DIR, "tests", "handlers", ".libs", "mod_ws_test.so")
+TEST10_SO = os.path.join(BUILD_DIR, "tests", "handlers", ".libs", "mod_ws_test10.so")
 BADABI_SO = os.path.join(BUILD_DIR, "tests", "handlers", ".libs", "mod_ws_badabi.so")
 INCLUDE_DIR = os.path.join(SRC_DIR, "include")
 
