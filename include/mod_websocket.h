@@ -66,7 +66,9 @@ typedef enum {
     MWS_ERR_STATE   = -5, /**< not allowed now: subscribe() before the
                            *   child is ready or while it stops;
                            *   publish() outside a callback to a
-                           *   channel without "server:" */
+                           *   channel without "server:"; 1.1:
+                           *   shared_create() outside init_server(),
+                           *   shared_lock() without shared memory */
     MWS_ERR_NOTFOUND= -6  /**< no such header, option, timer, ...        */
 } mws_status;
 
