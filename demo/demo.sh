@@ -212,6 +212,12 @@ DirectoryIndex index.html
     SetHandler websocket
     WebSocketHandler $builddir/handlers/.libs/mod_ws_increment.so
 </Location>
+<Location /auction>
+    SetHandler websocket
+    WebSocketHandler $builddir/handlers/.libs/mod_ws_auction.so
+    WebSocketHandlerOption StartPrice 100
+    WebSocketHandlerOption MinIncrement 5
+</Location>
 CONF
     set +o noclobber
     chmod 644 "$conf"
@@ -229,7 +235,7 @@ save_root() {
 start() {
     local f pid old why traverse=700
     for f in "$builddir/.libs/mod_websocket.so" \
-             "$builddir"/handlers/.libs/mod_ws_{echo,chat,increment}.so; do
+             "$builddir"/handlers/.libs/mod_ws_{echo,chat,increment,auction}.so; do
         if [ ! -f "$f" ]; then
             echo "$0: $f is missing: run make first" >&2
             exit 1
@@ -270,7 +276,7 @@ start() {
     for _ in $(seq 1 100); do
         if curl -s -o /dev/null --max-time 1 "$url"; then
             echo "mod_websocket demo on $url"
-            echo "  pages: ${url}index.html, echo.html, chat.html, increment.html, plain.html"
+            echo "  pages: ${url}index.html, echo.html, chat.html, increment.html, auction.html, plain.html"
             echo "  server root: $root"
             echo "  error log: $root/logs/error_log"
             echo "  stop it with: make demo-stop DEMO_PORT=$port"

@@ -4,7 +4,8 @@
 //
 // Two chat pages join one room: the second one's join shows in the first,
 // a message from each shows in the other, a leave shows.  The increment
-// page's counter advances and is reset.  The echo box of index.html echoes
+// page's counter advances and is reset.  Two auction pages bid: a bid
+// shows in both, a low bid is refused to its bidder only.  The echo box of index.html echoes
 // and plain.html loads as ordinary HTTP.  Prints "OK <step>" per step and
 // "RESULT PASS" at the end; on a failure "FAIL <step>: <why>" and exit 1.
 // CHROMIUM overrides the browser (default /usr/bin/chromium).
@@ -130,6 +131,34 @@ async function main() {
         await inc.waitForFunction((v) => Number(document.querySelector("#counter").textContent) > v,
                                   after, { timeout: TIMEOUT, polling: POLL_MS });
         ok("counter advances after reset");
+
+        // ---- auction: two bidders; a bid reaches both, a low one only its bidder
+        const ann = await ctx.newPage();
+        const ben = await ctx.newPage();
+        for (const [p, name] of [[ann, "ann"], [ben, "ben"]]) {
+            step = `open auction.html as ${name}`;
+            await p.goto(url("auction.html"));
+            await p.fill("#name", name);
+            await p.click("#connect");
+            await waitText(p, "#status", "connected", `auction: ${name} connected`);
+        }
+        step = "auction: current price";
+        await ann.waitForFunction(() => Number(document.querySelector("#price").textContent) >= 100,
+                                  null, { timeout: TIMEOUT, polling: POLL_MS });
+        const price = Number(await ann.textContent("#price"));
+        ok(`auction: current price ${price}`);
+        await ann.fill("#bid", String(price + 5));
+        await ann.click("#send");
+        await waitText(ben, "#price", String(price + 5), "auction: ben sees ann's bid");
+        await waitText(ben, "#leader", "ann", "auction: ben sees ann lead");
+        await ben.fill("#bid", String(price + 6));
+        await ben.click("#send");
+        await waitText(ben, "#log", "refused", "auction: ben's low bid refused to ben");
+        step = "auction: ann does not see ben's refusal";
+        if ((await ann.textContent("#log")).includes("refused")) {
+            throw new Error("ann saw ben's refusal");
+        }
+        ok(step);
 
         // ---- index.html echo box and plain HTTP ---------------------------
         const index = await ctx.newPage();

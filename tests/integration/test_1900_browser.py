@@ -1,5 +1,6 @@
 """The demo pages in headless Chromium (tests/browser/chat_and_increment.mjs):
-two chat pages in one room, the increment counter and its reset, the echo
+two chat pages in one room, the increment counter and its reset, two
+auction bidders, the echo
 box of index.html and a plain HTTP page, against this test server."""
 import os
 import shutil
@@ -9,6 +10,7 @@ import pytest
 
 import conftest
 from test_1800_handlers import handler_locations
+from test_1810_auction import LOCATIONS as AUCTION_LOCATIONS, MOD_AUCTION
 
 BROWSER_DIR = os.path.join(conftest.REPO, "tests", "browser")
 SCRIPT = os.path.join(BROWSER_DIR, "chat_and_increment.mjs")
@@ -27,6 +29,10 @@ EXPECTED = [
     "OK counter advances",
     "OK counter reset",
     "OK counter advances after reset",
+    "OK auction: ben sees ann's bid",
+    "OK auction: ben sees ann lead",
+    "OK auction: ben's low bid refused to ben",
+    "OK auction: ann does not see ben's refusal",
     "OK index echo answered",
     "OK plain.html served over HTTP",
     "RESULT PASS",
@@ -56,7 +62,8 @@ def demo_env(env):
         if name.endswith(".html"):
             shutil.copy(os.path.join(PAGES, name), dest)
             os.chmod(os.path.join(dest, name), 0o644)
-    env.restart(locations=handler_locations(env))
+    env.restart(locations=handler_locations(env)
+                + AUCTION_LOCATIONS.format(so=MOD_AUCTION))
     yield env
     env.restart()
     shutil.rmtree(dest, ignore_errors=True)
