@@ -217,7 +217,7 @@ int mws_instance_post_config(apr_pool_t *pconf, server_rec *s)
     int i, rc;
 
     if (mws_instances->nelts
-        && !(counters = mws_shared_counters(pconf, s, mws_instances->nelts))) {
+        && !(counters = mws_linemem_counters(pconf, s, mws_instances->nelts))) {
         return !OK;
     }
     for (i = 0; i < mws_instances->nelts; ++i) {
@@ -231,13 +231,13 @@ int mws_instance_post_config(apr_pool_t *pconf, server_rec *s)
         if (!MWS_H_HAS(inst->h, init_server)) {
             continue;
         }
-        mws_shared_allow(inst, pconf);
+        mws_linemem_allow(inst, pconf);
         prev = mws_instance_enter(inst, "init_server");
         rc = inst->h->init_server(&mws_host_table, (mws_line *)inst,
                                   (const mws_option *)opts->elts,
                                   (size_t)opts->nelts);
         mws_instance_leave(prev);
-        mws_shared_allow(NULL, NULL);
+        mws_linemem_allow(NULL, NULL);
         if (rc != 0) {
             ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, NULL,
                          MWS_LOGNO(00087) "%s: handler %s: init_server "

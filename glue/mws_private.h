@@ -62,7 +62,7 @@ typedef struct mws_instance {
     struct mws_dir_conf *dconf;  /* the section the directive was in      */
     void *data;                  /* what init() returned, per child        */
     int ready;                   /* init() succeeded in this child         */
-    void *shared;                /* mws_shared.c: its segment, or NULL      */
+    void *shared;                /* mws_linemem.c: its segment, or NULL      */
     uint32_t *crashes;           /* shared: crashes in its callbacks       */
     uint32_t *init_crashes;      /* shared: init() crashes in a row        */
 } mws_instance;
@@ -368,13 +368,13 @@ int mws_channels_publish_line(mws_instance *inst, const char *channel,
 int mws_channels_publish(const char *channel, mws_msg_type type,
                          const void *data, size_t len);
 
-/* ---- mws_shared.c: a line's shared memory and mutex; refusals (1.1) -- */
-void mws_shared_allow(mws_instance *inst, apr_pool_t *pconf);
-uint32_t *mws_shared_counters(apr_pool_t *pconf, server_rec *s, int n);
-int mws_shared_create(mws_line *line, size_t size);
-void *mws_shared_mem(mws_line *line, size_t *size);
-int mws_shared_lock(mws_line *line);
-int mws_shared_unlock(mws_line *line);
+/* ---- mws_linemem.c: a line's shared memory and mutex; refusals (1.1) -- */
+void mws_linemem_allow(mws_instance *inst, apr_pool_t *pconf);
+uint32_t *mws_linemem_counters(apr_pool_t *pconf, server_rec *s, int n);
+int mws_linemem_create(mws_line *line, size_t size);
+void *mws_linemem_mem(mws_line *line, size_t *size);
+int mws_linemem_lock(mws_line *line);
+int mws_linemem_unlock(mws_line *line);
 int mws_refuse_reason(mws_request *r, const char *reason);
 int mws_refuse_body(mws_request *r, const char *content_type,
                     const void *body, size_t len);

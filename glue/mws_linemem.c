@@ -1,5 +1,5 @@
 /*
- * mws_shared.c -- state a handler line shares across child processes (API
+ * mws_linemem.c -- state a handler line shares across child processes (API
  * 1.1): shared memory and a cross-process mutex that init_server() creates
  * in the parent; the crash counters of every line; and the refusal a
  * handler describes in on_open.
@@ -31,25 +31,25 @@
 typedef struct {
     pthread_mutex_t mutex;
     size_t size;                 /* the handler's bytes after the head    */
-} mws_shared_head;
-#define MWS_SHARED_HEAD APR_ALIGN(sizeof(mws_shared_head), 64)
+} mws_linemem_head;
+#define MWS_LINEMEM_HEAD APR_ALIGN(sizeof(mws_linemem_head), 64)
 
 /* The line whose init_server() runs (parent, single-threaded): the only
  * one that may create its memory now. */
 static mws_instance *creating;
 static apr_pool_t *creating_pool;
 
-void mws_shared_allow(mws_instance *inst, apr_pool_t *pconf)
+void mws_linemem_allow(mws_instance *inst, apr_pool_t *pconf)
 {
     creating = inst;
     creating_pool = pconf;
 }
 
-int mws_shared_create(mws_line *line, size_t size)
+int mws_linemem_create(mws_line *line, size_t size)
 {
     mws_instance *inst = (mws_instance *)line;
     pthread_mutexattr_t attr;
-    mws_shared_head *head;
+    mws_linemem_head *head;
     apr_shm_t *shm;
     apr_status_t rv;
 
@@ -59,7 +59,7 @@ int mws_shared_create(mws_line *line, size_t size)
     if (size == 0 || size > MWS_SHARED_MAX) {
         return size ? MWS_ERR_TOO_BIG : MWS_ERR_INVALID;
     }
-    rv = apr_shm_create(&shm, MWS_SHARED_HEAD + size, NULL, creating_pool);
+    rv = apr_shm_create(&shm, MWS_LINEMEM_HEAD + size, NULL, creating_pool);
     if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_ERR, rv, ap_server_conf,
                      MWS_LOGNO(00082) "handler %s (%s): cannot create %"
@@ -68,7 +68,7 @@ int mws_shared_create(mws_line *line, size_t size)
         return MWS_ERR_NOMEM;
     }
     head = apr_shm_baseaddr_get(shm);
-    memset(head, 0, MWS_SHARED_HEAD + size);
+    memset(head, 0, MWS_LINEMEM_HEAD + size);
     head->size = size;
     if (pthread_mutexattr_init(&attr)
         || pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED)
@@ -88,20 +88,20 @@ int mws_shared_create(mws_line *line, size_t size)
     return MWS_OK;
 }
 
-void *mws_shared_mem(mws_line *line, size_t *size)
+void *mws_linemem_mem(mws_line *line, size_t *size)
 {
-    mws_shared_head *head = line ? ((mws_instance *)line)->shared : NULL;
+    mws_linemem_head *head = line ? ((mws_instance *)line)->shared : NULL;
 
     if (size) {
         *size = head ? head->size : 0;
     }
-    return head ? (char *)head + MWS_SHARED_HEAD : NULL;
+    return head ? (char *)head + MWS_LINEMEM_HEAD : NULL;
 }
 
-int mws_shared_lock(mws_line *line)
+int mws_linemem_lock(mws_line *line)
 {
     mws_instance *inst = (mws_instance *)line;
-    mws_shared_head *head = inst ? inst->shared : NULL;
+    mws_linemem_head *head = inst ? inst->shared : NULL;
     int rc;
 
     if (!head) {
@@ -121,9 +121,9 @@ int mws_shared_lock(mws_line *line)
     return rc ? MWS_ERR_STATE : MWS_OK;
 }
 
-int mws_shared_unlock(mws_line *line)
+int mws_linemem_unlock(mws_line *line)
 {
-    mws_shared_head *head = line ? ((mws_instance *)line)->shared : NULL;
+    mws_linemem_head *head = line ? ((mws_instance *)line)->shared : NULL;
 
     if (!head) {
         return MWS_ERR_STATE;
@@ -136,7 +136,7 @@ int mws_shared_unlock(mws_line *line)
 /* Two counters per line in one anonymous segment of this generation:
  * crashes in any callback, and init crashes in a row (a child that dies in
  * init() is replaced by one that will die there too). */
-uint32_t *mws_shared_counters(apr_pool_t *pconf, server_rec *s, int n)
+uint32_t *mws_linemem_counters(apr_pool_t *pconf, server_rec *s, int n)
 {
     apr_shm_t *shm;
     apr_status_t rv;
