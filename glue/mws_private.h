@@ -95,7 +95,8 @@ typedef struct mws_dir_conf {
     apr_interval_time_t close_timeout;  /* MWS_UNSET: unset                */
     int origin_mode;             /* MWS_ORIGIN_*                           */
     int driver;                  /* MWS_DRIVER_*, 0: unset                 */
-    int max_conns;               /* MWS_UNSET: unset; 0: no cap            */
+    int max_conns;               /* MWS_UNSET: unset (auto); 0: no cap;
+                                  * MWS_MAXCONN_AUTO: auto                 */
     int max_conns_index;         /* its counter in mws_limits.c            */
     int max_conns_addr;          /* MWS_UNSET: unset; 0: no cap            */
     apr_array_header_t *origins; /* of mws_origin_pat                      */
@@ -119,11 +120,37 @@ void mws_limits_resolve(const mws_dir_conf *d, mws_limits *l);
 int mws_v6prefix(const server_rec *s);
 
 /* mws_limits.c: connection caps across child processes */
+/* WebSocketMaxConnections auto (also the default when unset) */
+#define MWS_MAXCONN_AUTO (-2)
 typedef struct mws_limit_hold {
     int section;                 /* counter taken, or -1                   */
+    int weight;                  /* units of the server's capacity, 0: none */
     int addr;                    /* address count taken (>= 0), or -1      */
     unsigned char addr_key[WS_ADDR_KEY];
 } mws_limit_hold;
+/* What the MPM accepts (mws_limits.c, post_config): the default
+ * WebSocketMaxConnections auto counts WebSockets server-wide in units of
+ * it.  Parked (event MPM): a unit is a connection the listener accepts,
+ * ThreadsPerChild + idle threads x AsyncRequestWorkerFactor per child; a
+ * WebSocket that holds a thread (blocking driver, HTTP/2) takes 1 + factor
+ * units.  Otherwise a unit is a thread (a process under prefork).  A
+ * margin of threads per child (reserve) stays for plain HTTP. */
+typedef struct mws_capacity {
+    const char *mpm;             /* ap_show_mpm()                          */
+    int async;                   /* parked driver available                */
+    int threads;                 /* ThreadsPerChild (1: prefork)           */
+    int daemons;                 /* children at most                       */
+    int factor;                  /* event: AsyncRequestWorkerFactor as the
+                                  * MPM applies it (whole numbers, >= 1)   */
+    const char *factor_from;     /* where it was read ("default" if unset) */
+    int reserve;                 /* threads (processes) kept for HTTP      */
+    int per_child;               /* units                                  */
+    int per_server;              /* units; 0: unknown MPM, no auto cap     */
+} mws_capacity;
+void mws_capacity_compute(server_rec *s, mws_capacity *cap);
+const mws_capacity *mws_capacity_get(void);
+/* capacity units in use now, this generation, all children */
+apr_uint32_t mws_capacity_used(void);
 int mws_limits_section_index(void);
 void mws_limits_addr_cap_used(void);
 int mws_limits_pre_config(apr_pool_t *pconf);
