@@ -306,7 +306,7 @@ static void register_hooks(apr_pool_t *p)
     ap_hook_child_stopping(child_stopping, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(ws_handler, NULL, NULL, APR_HOOK_MIDDLE);
     mws_driver_register_hooks();
-    mws_status_register_hooks();
+    mws_status_register_hooks(p);
     mws_xchild_register_hooks();
 }
 

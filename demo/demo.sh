@@ -222,6 +222,11 @@ DirectoryIndex index.html
     SetHandler websocket
     WebSocketHandler $builddir/handlers/.libs/mod_ws_increment.so
 </Location>
+# the live view (status.html): the figures mod_status shows, every second
+<Location /status-live>
+    SetHandler websocket
+    WebSocketHandler websocket-status
+</Location>
 CONF
     set +o noclobber
     chmod 644 "$conf"

@@ -347,7 +347,8 @@ typedef struct mws_drive {
  */
 
 /* ---- mws_status.c: the WebSocket section of mod_status ---------------- */
-void mws_status_register_hooks(void);
+/* also registers the handler "websocket-status" (the live view) */
+void mws_status_register_hooks(apr_pool_t *p);
 
 /* ---- mws_config.c: directives, per-directory/server records ----------- */
 extern const command_rec mws_cmds[];

@@ -9,6 +9,7 @@
 #include "http_config.h"
 #include "http_protocol.h"
 #include "http_log.h"
+#include "ap_provider.h"
 #include "mod_status.h"
 
 #include "mws_private.h"
@@ -224,8 +225,89 @@ static int status_hook(request_rec *r, int flags)
     return OK;
 }
 
-void mws_status_register_hooks(void)
+
+/* ---- the live view: the same figures over a WebSocket ------------------- */
+
+/*
+ * A handler of the module itself, registered under the name
+ * "websocket-status" (`WebSocketHandler websocket-status`): every second,
+ * and whenever the client sends a message, it sends the figures as one
+ * JSON text message.  The demo's status.html draws them.  It shows what
+ * mod_status shows: protect its location as you protect /server-status.
+ */
+static const mws_host *live_host;
+
+static int live_init(const mws_host *host, const mws_option *opts,
+                     size_t nopts, void **instance)
+{
+    live_host = host;
+    *instance = NULL;
+    return 0;
+}
+
+static void live_send(mws_conn *c, void *arg)
+{
+    const mws_stats_area *a = mws_stats_area_get();
+    const mws_capacity *cap = mws_capacity_get();
+    apr_pool_t *p;
+    apr_int64_t open;
+    totals t;
+    char *json;
+
+    if (!a || apr_pool_create(&p, NULL) != APR_SUCCESS) {
+        return;
+    }
+    mws_stats_reap();
+    sum(p, a, &t);
+    open = nonneg(t.open_parked_driver + t.open_blocking_driver);
+    json = apr_psprintf(p, "{\"time\":%" APR_INT64_T_FMT ",\"open\":%"
+                        APR_INT64_T_FMT ",\"parked\":%" APR_INT64_T_FMT
+                        ",\"running\":%" APR_INT64_T_FMT ",\"opened\":%"
+                        APR_UINT64_T_FMT ",\"closed\":%" APR_UINT64_T_FMT
+                        ",\"messagesIn\":%" APR_UINT64_T_FMT
+                        ",\"messagesOut\":%" APR_UINT64_T_FMT
+                        ",\"bytesIn\":%" APR_UINT64_T_FMT ",\"bytesOut\":%"
+                        APR_UINT64_T_FMT ",\"queuedBytes\":%" APR_INT64_T_FMT
+                        ",\"refused403\":%" APR_UINT64_T_FMT
+                        ",\"refused503\":%" APR_UINT64_T_FMT
+                        ",\"capacity\":%d,\"children\":%d}",
+                        (apr_int64_t)apr_time_as_msec(apr_time_now()), open,
+                        nonneg(t.parked), nonneg(open - nonneg(t.parked)),
+                        t.opened, t.closed, t.msgs_in, t.msgs_out, t.bytes_in,
+                        t.bytes_out, nonneg(t.queued), t.refused_403,
+                        t.refused_503, cap->per_server, t.children);
+    live_host->send(c, MWS_TEXT, json, strlen(json));
+    apr_pool_destroy(p);
+}
+
+static int live_open(mws_conn *c, mws_request *r, void *instance)
+{
+    return live_host->timer_add(c, 1000, 1, live_send, NULL) ? 0
+                                                              : 500;
+}
+
+static int live_message(mws_conn *c, mws_msg_type type, const void *data,
+                        size_t len)
+{
+    live_send(c, NULL);
+    return 0;
+}
+
+static const mws_handler live_handler = {
+    .abi_major = MWS_ABI_MAJOR,
+    .abi_minor = MWS_ABI_MINOR,
+    .struct_size = sizeof(mws_handler),
+    .name = "websocket-status",
+    .flags = MWS_HANDLER_FLAG_NONE,
+    .init = live_init,
+    .on_open = live_open,
+    .on_message = live_message,
+};
+
+void mws_status_register_hooks(apr_pool_t *p)
 {
     APR_OPTIONAL_HOOK(ap, status_hook, status_hook, NULL, NULL,
                       APR_HOOK_MIDDLE);
+    ap_register_provider(p, MWS_PROVIDER_GROUP, "websocket-status",
+                         MWS_PROVIDER_VERSION, &live_handler);
 }
