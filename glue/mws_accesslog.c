@@ -30,15 +30,15 @@
 /* request headers kept for the line at the end (the combined format's,
  * and what identifies a WebSocket client) */
 static const char *const kept_headers[] = {
-    "Host", "User-Agent", "Referer", "Origin", "X-Forwarded-For",
-    "Sec-WebSocket-Protocol", "Sec-WebSocket-Extensions", NULL
+    "Host", "User-Agent", "Referer", "Origin", "X-Forwarded-For", NULL
 };
 #define NKEPT (sizeof(kept_headers) / sizeof(kept_headers[0]) - 1)
 
-/* the strings of a request record, in this order in the block */
+/* the strings of a request record, in this order in the block, each
+ * NUL-terminated ("" for none); method, URI and protocol come from the
+ * request line when the line is written */
 enum {
-    S_THE_REQUEST, S_METHOD, S_PROTOCOL, S_URI, S_UNPARSED_URI, S_ARGS,
-    S_USER, S_AUTH_TYPE, S_HOSTNAME, S_UA_IP, S_LOG_ID, S_HANDLER,
+    S_THE_REQUEST, S_USER, S_AUTH_TYPE, S_HOSTNAME, S_UA_IP, S_LOG_ID,
     S_HEADERS, NSTR = S_HEADERS + NKEPT
 };
 
@@ -46,9 +46,12 @@ struct mws_logrec {
     server_rec *server;
     apr_time_t request_time;
     int method_number, proto_num;
-    const char *s[NSTR];         /* into the bytes after this struct; NULL */
+    /* NSTR strings follow */
 };
 
+/* Save what the line at the end needs, in c->pool (a few hundred bytes
+ * that live as long as the connection, from the page its pool already
+ * touches where there is room). */
 void mws_accesslog_save(mws_conn *mc, request_rec *r)
 {
     const char *v[NSTR];
@@ -58,39 +61,32 @@ void mws_accesslog_save(mws_conn *mc, request_rec *r)
     int i;
 
     v[S_THE_REQUEST] = r->the_request;
-    v[S_METHOD] = r->method;
-    v[S_PROTOCOL] = r->protocol;
-    v[S_URI] = r->uri;
-    v[S_UNPARSED_URI] = r->unparsed_uri;
-    v[S_ARGS] = r->args;
     v[S_USER] = r->user;
     v[S_AUTH_TYPE] = r->ap_auth_type;
     v[S_HOSTNAME] = r->hostname;
     v[S_UA_IP] = r->useragent_ip;
     v[S_LOG_ID] = r->log_id;
-    v[S_HANDLER] = mc->inst->name;
     for (i = 0; i < (int)NKEPT; ++i) {
         v[S_HEADERS + i] = apr_table_get(r->headers_in, kept_headers[i]);
     }
     for (i = 0; i < NSTR; ++i) {
-        len[i] = v[i] ? strlen(v[i]) + 1 : 0;
+        len[i] = (v[i] ? strlen(v[i]) : 0) + 1;
         total += len[i];
     }
-    if ((rec = malloc(total)) == NULL) {
-        return;                 /* no line at the end; the 101's stays */
-    }
+    rec = apr_palloc(r->connection->pool, total);
     rec->server = r->server;
     rec->request_time = r->request_time;
     rec->method_number = r->method_number;
     rec->proto_num = r->proto_num;
     p = (char *)(rec + 1);
     for (i = 0; i < NSTR; ++i) {
-        rec->s[i] = NULL;
         if (v[i]) {
             memcpy(p, v[i], len[i]);
-            rec->s[i] = p;
-            p += len[i];
         }
+        else {
+            *p = '\0';
+        }
+        p += len[i];
     }
     mc->logrec = rec;
     apr_table_setn(r->subprocess_env, "websocket-upgrade", "1");
@@ -98,8 +94,7 @@ void mws_accesslog_save(mws_conn *mc, request_rec *r)
 
 void mws_accesslog_free(mws_conn *mc)
 {
-    free(mc->logrec);
-    mc->logrec = NULL;
+    mc->logrec = NULL;          /* in c->pool: goes with the connection */
 }
 
 static const char *const by_name[] = {
@@ -118,6 +113,8 @@ void mws_accesslog_write(mws_conn *mc, conn_rec *c, int code)
     apr_pool_t *p;
     request_rec *r;
     apr_time_t now = apr_time_now();
+    const char *str[NSTR], *sp;
+    char *line, *q;
     int i, by = mc->closed_by;
 
     if (!rec) {
@@ -128,27 +125,36 @@ void mws_accesslog_write(mws_conn *mc, conn_rec *c, int code)
         return;
     }
     apr_pool_tag(p, "mws_accesslog");
+    for (i = 0, sp = (const char *)(rec + 1); i < NSTR; ++i) {
+        str[i] = *sp ? sp : NULL;
+        sp += strlen(sp) + 1;
+    }
     r = apr_pcalloc(p, sizeof(*r));
     r->pool = p;
     r->connection = c;
     r->server = rec->server;
     r->log = c->log ? c->log : &rec->server->log;
     r->request_time = rec->request_time;
-    r->the_request = (char *)rec->s[S_THE_REQUEST];
-    r->method = rec->s[S_METHOD];
     r->method_number = rec->method_number;
-    r->protocol = (char *)rec->s[S_PROTOCOL];
     r->proto_num = rec->proto_num;
-    r->uri = (char *)rec->s[S_URI];
-    r->unparsed_uri = (char *)rec->s[S_UNPARSED_URI];
-    r->args = (char *)rec->s[S_ARGS];
-    r->user = (char *)rec->s[S_USER];
-    r->ap_auth_type = (char *)rec->s[S_AUTH_TYPE];
-    r->hostname = rec->s[S_HOSTNAME];
-    r->useragent_ip = (char *)(rec->s[S_UA_IP] ? rec->s[S_UA_IP]
-                                               : c->client_ip);
+    /* "GET /path?args HTTP/1.1" */
+    r->the_request = apr_pstrdup(p, str[S_THE_REQUEST] ? str[S_THE_REQUEST]
+                                                        : "");
+    line = apr_pstrdup(p, r->the_request);
+    r->method = ap_getword_white(p, (const char **)&line);
+    r->unparsed_uri = ap_getword_white(p, (const char **)&line);
+    r->protocol = ap_getword_white(p, (const char **)&line);
+    r->uri = apr_pstrdup(p, r->unparsed_uri);
+    if ((q = strchr(r->uri, '?')) != NULL) {
+        *q = '\0';
+        r->args = q + 1;
+    }
+    r->user = (char *)str[S_USER];
+    r->ap_auth_type = (char *)str[S_AUTH_TYPE];
+    r->hostname = str[S_HOSTNAME];
+    r->useragent_ip = (char *)(str[S_UA_IP] ? str[S_UA_IP] : c->client_ip);
     r->useragent_addr = c->client_addr;
-    r->log_id = rec->s[S_LOG_ID];
+    r->log_id = str[S_LOG_ID];
     r->handler = "websocket";
     r->status = HTTP_SWITCHING_PROTOCOLS;
     r->status_line = ap_get_status_line(HTTP_SWITCHING_PROTOCOLS);
@@ -162,15 +168,14 @@ void mws_accesslog_write(mws_conn *mc, conn_rec *c, int code)
     r->subprocess_env = apr_table_make(p, 2);
     r->notes = apr_table_make(p, 12);
     r->allowed_methods = ap_make_method_list(p, 1);
-    r->content_type = NULL;
     for (i = 0; i < (int)NKEPT; ++i) {
-        if (rec->s[S_HEADERS + i]) {
+        if (str[S_HEADERS + i]) {
             apr_table_setn(r->headers_in, kept_headers[i],
-                           rec->s[S_HEADERS + i]);
+                           str[S_HEADERS + i]);
         }
     }
     apr_table_setn(r->subprocess_env, "websocket-close", "1");
-    apr_table_setn(r->notes, "websocket-handler", rec->s[S_HANDLER]);
+    apr_table_setn(r->notes, "websocket-handler", mc->inst->name);
     apr_table_setn(r->notes, "websocket-subprotocol",
                    mc->subprotocol ? mc->subprotocol : "-");
     apr_table_setn(r->notes, "websocket-duration-ms",

@@ -298,7 +298,7 @@ struct mws_conn {
     int stat_driver;             /* 1 parked, 2 blocking, 0: not counted    */
     int closed_by;               /* MWS_BY_*                                */
     apr_uint64_t bytes_in, msgs_in, bytes_out, msgs_out;
-    struct mws_logrec *logrec;   /* what the line at the end needs (malloc) */
+    struct mws_logrec *logrec;   /* what the line at the end needs (c->pool) */
     struct mws_sub *subs;                   /* channels (mws_channels.c lock) */
 };
 

@@ -136,6 +136,8 @@ def test_1400_02_full_then_503_and_http_answered(env, defaults):
             time.sleep(0.1)
     finally:
         _close(clients)
+        # let the server take in so many EOFs before the next restart
+        time.sleep(2)
 
 
 def test_1400_03_explicit_number_wins(env, defaults):

@@ -15,12 +15,14 @@ import wsclient
 from wsclient import OP_TEXT, OP_BINARY
 
 FIELDS = ["handler", "subprotocol", "duration", "bytes_in", "bytes_out", "msgs_in",
-          "msgs_out", "close", "closed_by", "status", "request", "user", "client"]
+          "msgs_out", "close", "closed_by", "status", "request", "user", "client", "path",
+          "query", "method", "user_agent"]
 
 LOGS = """
 LogFormat "%{{websocket-handler}}n|%{{websocket-subprotocol}}n|%{{websocket-duration-ms}}n|\
 %{{websocket-bytes-in}}n|%{{websocket-bytes-out}}n|%{{websocket-msgs-in}}n|\
-%{{websocket-msgs-out}}n|%{{websocket-close}}n|%{{websocket-closed-by}}n|%>s|%r|%u|%a" wsclose
+%{{websocket-msgs-out}}n|%{{websocket-close}}n|%{{websocket-closed-by}}n|%>s|%r|%u|%a|%U|%q|%m|\
+%{{User-Agent}}i" wsclose
 CustomLog "{root}/logs/ws_close_log" wsclose env=websocket-close
 CustomLog "{root}/logs/ws_upgrade_log" "%r %>s" env=websocket-upgrade
 """
@@ -67,7 +69,7 @@ def one_line(env, tag):
 
 def test_1420_01_client_close(log_env):
     env = log_env
-    ws = env.ws("/echo?t=client", headers=[("Sec-WebSocket-Protocol", "chat")])
+    ws = env.ws("/echo?t=client", headers=[("User-Agent", "mws-test/1.0")])
     t0 = time.monotonic()
     assert ws.echo(OP_TEXT, b"hello") == (OP_TEXT, b"hello")
     assert ws.echo(OP_BINARY, b"x" * 300) == (OP_BINARY, b"x" * 300)
@@ -80,6 +82,8 @@ def test_1420_01_client_close(log_env):
     assert ln["status"] == "101"
     assert ln["request"] == "GET /echo?t=client HTTP/1.1"
     assert ln["client"] == "127.0.0.1"
+    assert (ln["path"], ln["query"], ln["method"]) == ("/echo", "?t=client", "GET")
+    assert ln["user_agent"] == "mws-test/1.0"
     assert ln["handler"].endswith("mod_ws_echo.so") or "echo" in ln["handler"]
     assert ln["msgs_in"] == "2" and ln["msgs_out"] == "2"
     # wire bytes: two data frames + the close, masked (client) / not (server)
