@@ -157,3 +157,27 @@ def test_1420_06_user(log_env):
     ws.close()
     ln = one_line(env, "t=user")
     assert ln["user"] == conftest.AUTH_USER, ln
+
+
+def test_1420_07_httpd_timeout(log_env):
+    """httpd's Timeout: a client that sends nothing (not even pongs) is
+    dropped, by the MPM for a parked connection (1006), by the module with
+    1001 for a blocking one; either way the line says timeout."""
+    env = log_env
+    locations = LOCATIONS.format(echo=conftest.MOD_ECHO, small=conftest.SMALL_LIMIT,
+                                 htpasswd=env.htpasswd)
+    env.restart(extra=LOGS.format(root=env.root) + "\nTimeout 2\n", locations=locations)
+    try:
+        c = wsclient.Conn.open(env.host, env.http_port, timeout=10)
+        key = wsclient.new_key()
+        c.send(wsclient.build_request("GET", "/echo?t=httpdtimeout", host="localhost",
+                                      headers=wsclient.upgrade_headers(key=key)))
+        assert c.read_response().status == 101
+        ln = close_lines(env, "t=httpdtimeout", timeout=15)
+        c.close()
+        assert len(ln) == 1, ln
+        assert ln[0]["closed_by"] == "timeout", ln
+        assert ln[0]["close"] in ("1001", "1006"), ln
+        assert 1500 <= int(ln[0]["duration"]) <= 12000, ln
+    finally:
+        env.restart(extra=LOGS.format(root=env.root), locations=locations)
