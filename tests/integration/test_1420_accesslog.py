@@ -13,6 +13,7 @@ import pytest
 import conftest
 import wsclient
 from wsclient import OP_TEXT, OP_BINARY
+from test_1800_handlers import MOD_INC, PROTO
 
 FIELDS = ["handler", "subprotocol", "duration", "bytes_in", "bytes_out", "msgs_in",
           "msgs_out", "close", "closed_by", "status", "request", "user", "client", "path",
@@ -34,6 +35,10 @@ LOCATIONS = conftest.WS_LOCATIONS + """
     WebSocketIdleTimeout 1
     WebSocketCloseTimeout 1
 </Location>
+<Location /increment>
+    SetHandler websocket
+    WebSocketHandler {inc}
+</Location>
 """
 
 
@@ -41,7 +46,7 @@ LOCATIONS = conftest.WS_LOCATIONS + """
 def log_env(env):
     env.restart(extra=LOGS.format(root=env.root),
                 locations=LOCATIONS.format(echo=conftest.MOD_ECHO, small=conftest.SMALL_LIMIT,
-                                           htpasswd=env.htpasswd))
+                                           htpasswd=env.htpasswd, inc=MOD_INC))
     yield env
     env.restart()
 
@@ -165,7 +170,7 @@ def test_1420_07_httpd_timeout(log_env):
     1001 for a blocking one; either way the line says timeout."""
     env = log_env
     locations = LOCATIONS.format(echo=conftest.MOD_ECHO, small=conftest.SMALL_LIMIT,
-                                 htpasswd=env.htpasswd)
+                                 htpasswd=env.htpasswd, inc=MOD_INC)
     env.restart(extra=LOGS.format(root=env.root) + "\nTimeout 2\n", locations=locations)
     try:
         c = wsclient.Conn.open(env.host, env.http_port, timeout=10)
@@ -181,3 +186,20 @@ def test_1420_07_httpd_timeout(log_env):
         assert 1500 <= int(ln[0]["duration"]) <= 12000, ln
     finally:
         env.restart(extra=LOGS.format(root=env.root), locations=locations)
+
+
+def test_1420_08_handler_and_subprotocol(log_env):
+    """The increment handler chooses its subprotocol and sends on a timer:
+    the line names both and counts what it sent."""
+    env = log_env
+    ws = env.ws("/increment?t=subproto", headers=[("Sec-WebSocket-Protocol", PROTO)])
+    got = [ws.recv_message(5) for _ in range(3)]
+    assert all(op == OP_TEXT for op, _ in got)
+    ws.send_close(1000)
+    ws.expect_close("any", timeout=5, reply=False, allow_frames=True)
+    ws.close()
+    ln = one_line(env, "t=subproto")
+    assert ln["subprotocol"] == PROTO, ln
+    assert "increment" in ln["handler"], ln
+    assert int(ln["msgs_out"]) >= 3 and ln["msgs_in"] == "0", ln
+    assert ln["close"] == "1000" and ln["closed_by"] == "client", ln
