@@ -119,11 +119,13 @@ static int admit(request_rec *r, const mws_dir_conf *d, mws_limit_hold *hold)
         ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, MWS_LOGNO(00018)
                       "WebSocket from origin %s refused by WebSocketOrigin: "
                       "%s", apr_table_get(r->headers_in, "Origin"), why);
+        mws_stats_refused(HTTP_FORBIDDEN);
         return HTTP_FORBIDDEN;
     }
     memset(hold, 0, sizeof(*hold));
     if ((status = mws_limits_admit(r, d, mws_v6prefix(r->server), hold)) != OK) {
         apr_table_setn(r->err_headers_out, "Retry-After", "5");
+        mws_stats_refused(status);
         return status;
     }
     if (!d->instance->ready) {
@@ -269,6 +271,7 @@ static int ws_handler(request_rec *r)
         return status;          /* DONE: the handler's refusal is sent */
     }
     mc->opened = 1;
+    mws_accesslog_save(mc, r);
     switch_protocols(r, d, mc, &req);
     mws_conn_start(mc, d->driver != MWS_DRIVER_BLOCKING);
     return OK;
@@ -279,6 +282,7 @@ static void child_init(apr_pool_t *pchild, server_rec *s)
     mws_registry_init(pchild);
     mws_driver_child_init(pchild, s);
     mws_limits_child_init(pchild, s);
+    mws_stats_child_init(pchild, s, mws_instances);
     mws_channels_child_init(pchild, s);
     mws_instance_child_init(pchild, s);
     mws_channels_start(pchild, s);
@@ -311,7 +315,8 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog,
                                    : "blocking (a thread per connection)",
                  ap_show_mpm());
     if ((rv = mws_limits_post_config(pconf, s)) != OK
-        || (rv = mws_instance_post_config(pconf, s)) != OK) {
+        || (rv = mws_instance_post_config(pconf, s)) != OK
+        || (rv = mws_stats_post_config(pconf, s)) != OK) {
         return rv;
     }
     return mws_sockdir_post_config(pconf, ptemp, s, mws_instances->nelts);
@@ -337,6 +342,7 @@ static void register_hooks(apr_pool_t *p)
     ap_hook_child_stopping(child_stopping, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(ws_handler, NULL, NULL, APR_HOOK_MIDDLE);
     mws_driver_register_hooks();
+    mws_status_register_hooks(p);
     mws_xchild_register_hooks();
 }
 

@@ -150,6 +150,13 @@ running_pid() {
     echo "$pid"
 }
 
+# The commented event-MPM block of debian-conf/websocket.conf, uncommented.
+event_settings() {
+    sed -n '/^# BEGIN event MPM/,/^# END event MPM/p' \
+        "$srcdir/debian-conf/websocket.conf" \
+        | sed -e '/^# BEGIN/d' -e '/^# END/d' -e 's/^# \{0,1\}//'
+}
+
 write_conf() {
     local conf=$1 user_lines=""
     if [ "$uid" -eq 0 ]; then
@@ -173,6 +180,9 @@ LoadModule authz_core_module $MODULES/mod_authz_core.so
 LoadModule mime_module $MODULES/mod_mime.so
 LoadModule dir_module $MODULES/mod_dir.so
 LoadModule websocket_module $builddir/.libs/mod_websocket.so
+
+# the event MPM settings for many idle WebSockets of websocket.conf
+$(event_settings)
 
 # as Debian's default configuration (mods-available/reqtimeout.conf): a
 # client must send its request (the WebSocket handshake too) within 20 s,
@@ -217,6 +227,11 @@ DirectoryIndex index.html
     WebSocketHandler $builddir/handlers/.libs/mod_ws_auction.so
     WebSocketHandlerOption StartPrice 100
     WebSocketHandlerOption MinIncrement 5
+</Location>
+# the live view (status.html): the figures mod_status shows, every second
+<Location /status-live>
+    SetHandler websocket
+    WebSocketHandler websocket-status
 </Location>
 CONF
     set +o noclobber

@@ -247,10 +247,16 @@ static const char *cmd_max_conns(cmd_parms *cmd, void *dconf,
     if (err) {
         return err;
     }
+    if (!cmd->info && !strcasecmp(arg, "auto")) {
+        d->max_conns = MWS_MAXCONN_AUTO;   /* the server's capacity */
+        d->max_conns_index = -1;
+        return NULL;
+    }
     if (end == arg || *end || v < 0 || v > 10000000) {
         return apr_psprintf(cmd->pool, "%s: '%s' is not a number of "
-                            "connections (0 for no limit)", cmd->cmd->name,
-                            arg);
+                            "connections (0 for no limit%s)", cmd->cmd->name,
+                            arg, cmd->info ? "" : ", auto for what the MPM "
+                            "can hold");
     }
     if (cmd->info) {            /* per client address */
         d->max_conns_addr = (int)v;
@@ -423,8 +429,9 @@ const command_rec mws_cmds[] = {
                   "with 1008"),
     AP_INIT_TAKE1("WebSocketMaxConnections", cmd_max_conns, NULL, DCONF,
                   "open WebSockets allowed in this section, all child "
-                  "processes together; more are refused with 503 (0: no "
-                  "limit, the default)"),
+                  "processes together; more are refused with 503 ('auto', "
+                  "the default: what the MPM can hold, less a margin for "
+                  "plain HTTP; 0: no limit)"),
     AP_INIT_TAKE1("WebSocketMaxConnectionsPerAddress", cmd_max_conns,
                   (void *)1, DCONF, "open WebSockets allowed from one "
                   "client address, server-wide; more are refused with 503 "

@@ -74,6 +74,7 @@ mws_conn *mws_conn_create(request_rec *r, mws_instance *inst,
     mc->inst = inst;
     mc->limits = *limits;
     mc->hold.section = mc->hold.addr = -1;
+    mc->stat_line = -1;
     mc->options = apr_table_make(r->connection->pool, dconf->options->nelts);
     for (i = 0; i < dconf->options->nelts; ++i) {
         mws_option *o = &APR_ARRAY_IDX(dconf->options, i, mws_option);
@@ -99,6 +100,7 @@ void mws_conn_release(mws_conn *mc)
     pthread_mutex_unlock(&mc->lock);
     if (left == 0) {
         mws_queue_free_all(mc);
+        mws_accesslog_free(mc);
         free(mc->close_reason);
         pthread_cond_destroy(&mc->io_cond);
         pthread_mutex_destroy(&mc->lock);

@@ -129,6 +129,9 @@ static void on_data(mws_drive *dv, const ws_event *ev)
     if (dv->mc->close_queued) {
         return;                 /* closing: data is discarded */
     }
+    if (last) {
+        mws_stats_in(dv->mc, 0, 1);
+    }
     if (dv->h->on_fragment) {
         rc = mws_handler_fragment(dv->mc, type, ev->data, ev->len, first,
                                   last);
@@ -170,6 +173,7 @@ void mws_dispatch(mws_drive *dv, uint8_t *buf, size_t len)
     size_t used;
     ws_status st;
 
+    mws_stats_in(dv->mc, len, 0);
     while (!dv->done) {
         st = ws_parser_feed(&dv->parser, buf, len, &used, &ev);
         buf += used;
@@ -201,6 +205,7 @@ void mws_dispatch(mws_drive *dv, uint8_t *buf, size_t len)
                                dv->mc->close_reason_len);
             }
             else {
+                mws_closed_by(dv->mc, MWS_BY_CLIENT);
                 mws_drive_close_info(dv, (int)ev.close_code, ev.reason,
                                ev.reason_len);
                 mws_queue_close(dv->mc, ev.close_code == WS_CLOSE_NO_STATUS

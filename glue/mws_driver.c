@@ -83,10 +83,11 @@ void mws_conn_start(mws_conn *mc, int allow_park)
     mc->r = NULL;               /* the request ends before the connection */
     pthread_mutex_lock(&mc->lock);
     mc->state = MWS_ST_OPEN;
-    mc->io = MWS_IO_OWNED;
+    mws_set_io(mc, MWS_IO_OWNED);
     mc->async = conn_can_park(c, allow_park);
     mc->ops = mc->async ? &mws_park_ops : &mws_blocking_ops;
     pthread_mutex_unlock(&mc->lock);
+    mws_stats_open(mc, mc->async);
     /* httpd's Timeout is how long a client may stay silent: parked, the
      * MPM closes the connection then; blocking, we do.  Client input
      * (a pong too) resets it, so ping well before it runs out. */

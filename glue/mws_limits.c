@@ -19,6 +19,12 @@
  * another); it is taken once when a capped WebSocket opens and once when
  * it closes.  A full table refuses new addresses (503) rather than let any
  * address past its cap.
+ *
+ * WebSocketMaxConnections auto (the default): the server's capacity, what
+ * the MPM accepts less a margin for plain HTTP (mws_capacity below), is one
+ * more counter in the segment.  Every WebSocket counts in it, also those of
+ * sections with an explicit number, so that the sections left on auto see
+ * what is really in use.
  */
 #include <signal.h>
 #include <arpa/inet.h>
@@ -32,8 +38,10 @@
 #include "http_config.h"
 #include "http_log.h"
 #include "http_main.h"
+#include "http_core.h"
 #include "ap_mpm.h"
 #include "util_mutex.h"
+#include "mod_so.h"
 
 #include "mws_private.h"
 
@@ -42,7 +50,8 @@
 #define MWS_ADDR_MUTEX    "mws-addr"
 #define MWS_FULL_LOG_GAP  apr_time_from_sec(60)
 
-/* The shared segment: [addr_shm][the table][the section counters] */
+/* The shared segment: [addr_shm][the table][the section counters, then
+ * the server's count for WebSocketMaxConnections auto] */
 typedef struct {
     apr_time_t full_logged;          /* when MWS00060 was last logged      */
     apr_uint64_t align;
@@ -55,6 +64,9 @@ static addr_shm *addr_head;      /* NULL: no per-address caps             */
 static ws_addr_table *addrs;
 static apr_global_mutex_t *addr_mutex;
 static int block_stop_signals;   /* prefork: see addr_lock()              */
+static apr_uint32_t *server_count; /* units of capacity in use (auto)       */
+static mws_capacity capacity;    /* this generation's, from post_config    */
+static void mws_capacity_log(server_rec *s, const mws_capacity *cap);
 
 int mws_limits_section_index(void)
 {
@@ -74,6 +86,7 @@ int mws_limits_pre_config(apr_pool_t *pconf)
     addrs = NULL;
     addr_head = NULL;
     addr_mutex = NULL;
+    server_count = NULL;
     /* registered always, so that `Mutex mws-addr ...` is accepted */
     return ap_mutex_register(pconf, MWS_ADDR_MUTEX, NULL, APR_LOCK_DEFAULT,
                              0) == APR_SUCCESS ? OK : HTTP_INTERNAL_SERVER_ERROR;
@@ -124,6 +137,9 @@ int mws_limits_post_config(apr_pool_t *pconf, server_rec *s)
         }
     }
     sections = (apr_uint32_t *)(base + addr_size);
+    server_count = &sections[nsections];
+    mws_capacity_compute(s, &capacity);
+    mws_capacity_log(s, &capacity);
     return OK;
 }
 
@@ -150,6 +166,233 @@ void mws_limits_child_init(apr_pool_t *pchild, server_rec *s)
         addr_head = NULL;
         addr_mutex = NULL;
     }
+}
+
+/* ---- capacity: what the MPM accepts -------------------------------------- */
+
+/* Is the condition of an <IfModule> or <IfDefine> section true?  Other
+ * sections count as true (AsyncRequestWorkerFactor is a server-wide
+ * directive: it can only be at the top or in such conditions). */
+static int section_true(server_rec *s, const ap_directive_t *d)
+{
+    APR_OPTIONAL_FN_TYPE(ap_find_loaded_module_symbol) *find_symbol;
+    const char *arg = d->args;
+    char name[128];
+    apr_size_t n;
+    int neg = 0, found;
+
+    if (!arg) {
+        return 1;
+    }
+    if (*arg == '!') {
+        neg = 1;
+        ++arg;
+    }
+    n = strcspn(arg, "> \t");
+    if (n == 0 || n >= sizeof(name)) {
+        return 1;
+    }
+    memcpy(name, arg, n);
+    name[n] = '\0';
+    if (!strcasecmp(d->directive, "<IfDefine")) {
+        found = ap_exists_config_define(name);
+    }
+    else if (!strcasecmp(d->directive, "<IfModule")) {
+        if (ap_strstr_c(name, ".c")) {
+            found = ap_find_linked_module(name) != NULL;
+        }
+        else if ((find_symbol = APR_RETRIEVE_OPTIONAL_FN(
+                      ap_find_loaded_module_symbol)) != NULL) {
+            found = find_symbol(s, name) != NULL;
+        }
+        else {
+            return 1;
+        }
+    }
+    else {
+        return 1;
+    }
+    return neg ? !found : found;
+}
+
+/* The last AsyncRequestWorkerFactor the configuration applies (the event
+ * MPM keeps the last one), as the MPM reads it. */
+static void find_factor(server_rec *s, const ap_directive_t *d,
+                        mws_capacity *cap)
+{
+    for (; d; d = d->next) {
+        if (d->first_child) {
+            if (section_true(s, d)) {
+                find_factor(s, d->first_child, cap);
+            }
+        }
+        else if (!strcasecmp(d->directive, "AsyncRequestWorkerFactor")
+                 && d->args) {
+            char *end;
+            double v = strtod(d->args, &end);
+            unsigned scaled;
+
+            if (*end || !(v > 0)) {
+                continue;               /* the MPM refuses it at start-up */
+            }
+            /* event.c: worker_factor = val * 16 (at least 16), used as
+             * worker_factor / 16 */
+            scaled = v >= 1e6 ? 16000000u : (unsigned)(v * 16);
+            cap->factor = (int)((scaled < 16 ? 16 : scaled) / 16);
+            cap->factor_from = apr_psprintf(s->process->pconf, "%s:%d",
+                                            d->filename, d->line_num);
+        }
+    }
+}
+
+void mws_capacity_compute(server_rec *s, mws_capacity *cap)
+{
+    int async = 0, waitio = 0, threads = 0, daemons = 0;
+
+    memset(cap, 0, sizeof(*cap));
+    cap->mpm = ap_show_mpm();
+    cap->factor = 1;
+    cap->factor_from = "default";
+    ap_mpm_query(AP_MPMQ_IS_ASYNC, &async);
+#ifdef AP_MPMQ_CAN_WAITIO
+    ap_mpm_query(AP_MPMQ_CAN_WAITIO, &waitio);
+#endif
+    if (ap_mpm_query(AP_MPMQ_MAX_THREADS, &threads) != APR_SUCCESS
+        || ap_mpm_query(AP_MPMQ_MAX_DAEMONS, &daemons) != APR_SUCCESS
+        || threads < 1 || daemons < 1) {
+        return;                         /* per_server 0: no auto cap */
+    }
+    cap->threads = threads;
+    cap->daemons = daemons;
+    if (threads == 1) {
+        /* prefork: a process per WebSocket, a fifth kept for HTTP */
+        cap->reserve = daemons / 5 > 0 ? daemons / 5 : 1;
+        cap->per_child = 1;
+        cap->per_server = daemons - cap->reserve;
+        return;
+    }
+    cap->reserve = threads / 5 > 0 ? threads / 5 : 1;
+    cap->per_child = threads - cap->reserve;
+    cap->async = async && waitio && !strcmp(cap->mpm, "event");
+    if (cap->async) {
+        cap->factor = 2;                /* event.c's DEFAULT_WORKER_FACTOR */
+        find_factor(s, ap_conftree, cap);
+        /* the listener stops at ThreadsPerChild + idle x factor
+         * connections (event.c, connections_above_limit): with
+         * `reserve` threads busy with HTTP and the rest idle, that
+         * leaves (threads - reserve) x (1 + factor) for WebSockets */
+        cap->per_child *= 1 + cap->factor;
+    }
+    cap->per_server = cap->per_child * daemons;
+}
+
+static void mws_capacity_log(server_rec *s, const mws_capacity *cap)
+{
+    if (cap->per_server <= 0) {
+        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, MWS_LOGNO(00120)
+                     "WebSocket capacity unknown (MPM %s does not say its "
+                     "threads and children): WebSocketMaxConnections auto "
+                     "sets no limit", cap->mpm);
+    }
+    else if (cap->async) {
+        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, MWS_LOGNO(00120)
+                     "WebSocket capacity: %d per child, %d per server "
+                     "(MPM event, idle WebSockets parked: (ThreadsPerChild "
+                     "%d - %d kept for HTTP) x (1 + AsyncRequestWorkerFactor "
+                     "%d [%s]) x %d children [MaxRequestWorkers / "
+                     "ThreadsPerChild]); raise AsyncRequestWorkerFactor "
+                     "(and MaxRequestWorkers) for more; "
+                     "WebSocketMaxConnections auto refuses beyond it with 503",
+                     cap->per_child, cap->per_server, cap->threads,
+                     cap->reserve, cap->factor, cap->factor_from,
+                     cap->daemons);
+    }
+    else if (cap->threads == 1) {
+        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, MWS_LOGNO(00120)
+                     "WebSocket capacity: 1 per child, %d per server (MPM "
+                     "%s, a process per WebSocket: MaxRequestWorkers %d - %d "
+                     "kept for HTTP); raise MaxRequestWorkers, or use the "
+                     "event MPM, for more; WebSocketMaxConnections auto "
+                     "refuses beyond it with 503", cap->per_server, cap->mpm,
+                     cap->daemons, cap->reserve);
+    }
+    else {
+        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, MWS_LOGNO(00120)
+                     "WebSocket capacity: %d per child, %d per server (MPM "
+                     "%s, a thread per WebSocket: (ThreadsPerChild %d - %d "
+                     "kept for HTTP) x %d children [MaxRequestWorkers / "
+                     "ThreadsPerChild]); raise MaxRequestWorkers (or "
+                     "ThreadsPerChild), or use the event MPM, for more; "
+                     "WebSocketMaxConnections auto refuses beyond it with 503",
+                     cap->per_child, cap->per_server, cap->mpm, cap->threads,
+                     cap->reserve, cap->daemons);
+    }
+}
+
+const mws_capacity *mws_capacity_get(void)
+{
+    return &capacity;
+}
+
+apr_uint32_t mws_capacity_used(void)
+{
+    return server_count ? apr_atomic_read32(server_count) : 0;
+}
+
+/* Take n units of counter c unless that goes over cap; 1 if taken. */
+static int take_n(apr_uint32_t *c, apr_uint32_t n, apr_uint32_t cap)
+{
+    apr_uint32_t v;
+
+    for (;;) {
+        v = apr_atomic_read32(c);
+        if (v + n > cap) {
+            return 0;
+        }
+        if (apr_atomic_cas32(c, v + n, v) == v) {
+            return 1;
+        }
+    }
+}
+
+/* The server-wide count: under auto, refuse past the capacity. */
+static int admit_capacity(request_rec *r, const mws_dir_conf *d,
+                          mws_limit_hold *held)
+{
+    static apr_time_t logged;           /* this child's last MWS00121 */
+    int blocking = d->driver == MWS_DRIVER_BLOCKING
+                   || r->connection->master != NULL;
+    apr_uint32_t w = 1;
+    apr_time_t now, last;
+
+    if (capacity.async && blocking) {
+        w = (apr_uint32_t)(1 + capacity.factor);
+    }
+    if ((d->max_conns != MWS_UNSET && d->max_conns != MWS_MAXCONN_AUTO)
+        || capacity.per_server <= 0) {
+        apr_atomic_add32(server_count, w);      /* counted, not capped */
+    }
+    else if (!take_n(server_count, w, (apr_uint32_t)capacity.per_server)) {
+        now = apr_time_now();
+        last = __atomic_load_n(&logged, __ATOMIC_RELAXED);
+        if (now - last >= MWS_FULL_LOG_GAP
+            && __atomic_compare_exchange_n(&logged, &last, now, 0,
+                                           __ATOMIC_RELAXED,
+                                           __ATOMIC_RELAXED)) {
+            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, MWS_LOGNO(00121)
+                          "the server's WebSocket capacity (%d, "
+                          "WebSocketMaxConnections auto; MWS00120 at "
+                          "start-up says what raises it) is reached: "
+                          "upgrades get 503 (logged at most once a minute "
+                          "per child)", capacity.per_server);
+        }
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, MWS_LOGNO(00122)
+                      "WebSocket capacity %d reached: refusing %s with 503",
+                      capacity.per_server, r->uri);
+        return HTTP_SERVICE_UNAVAILABLE;
+    }
+    held->weight = (int)w;
+    return OK;
 }
 
 /* ---- addresses ----------------------------------------------------------- */
@@ -356,8 +599,12 @@ int mws_limits_admit(request_rec *r, const mws_dir_conf *d, int v6prefix,
 
     held->section = -1;
     held->addr = -1;
+    held->weight = 0;
     if (!sections) {
         return OK;
+    }
+    if ((status = admit_capacity(r, d, held)) != OK) {
+        return status;
     }
     if (d->max_conns > 0 && d->max_conns_index >= 0
         && d->max_conns_index < nsections) {
@@ -366,6 +613,7 @@ int mws_limits_admit(request_rec *r, const mws_dir_conf *d, int v6prefix,
             ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, MWS_LOGNO(00024)
                           "WebSocketMaxConnections %d reached for %s: "
                           "refusing with 503", d->max_conns, r->uri);
+            mws_limits_release(held);
             return HTTP_SERVICE_UNAVAILABLE;
         }
         held->section = d->max_conns_index;
@@ -384,6 +632,10 @@ void mws_limits_release(mws_limit_hold *held)
 
     if (!sections) {
         return;
+    }
+    if (held->weight > 0) {
+        apr_atomic_sub32(server_count, (apr_uint32_t)held->weight);
+        held->weight = 0;
     }
     if (held->section >= 0) {
         apr_atomic_dec32(&sections[held->section]);

@@ -113,7 +113,7 @@ static void callback_now_locked(mws_conn *mc)
 /* A callback's turn with a parked connection ends (lock held). */
 static void io_park_locked(mws_conn *mc)
 {
-    mc->io = MWS_IO_PARKED;
+    mws_set_io(mc, MWS_IO_PARKED);
     if (mc->io_waiters) {
         pthread_cond_broadcast(&mc->io_cond);
     }
@@ -148,7 +148,7 @@ static void async_cb(void *baton)
         return;
     }
     mc->cb_pending = 0;
-    mc->io = MWS_IO_CALLBACK;
+    mws_set_io(mc, MWS_IO_CALLBACK);
     dv = mc->dv;
     pthread_mutex_unlock(&mc->lock);
     ap_log_cerror(APLOG_MARK, APLOG_TRACE4, 0, dv->c,
@@ -192,7 +192,7 @@ static void async_take(mws_conn *mc)
         pthread_cond_wait(&mc->io_cond, &mc->lock);
         --mc->io_waiters;
     }
-    mc->io = MWS_IO_OWNED;
+    mws_set_io(mc, MWS_IO_OWNED);
     pthread_mutex_unlock(&mc->lock);
 }
 
@@ -215,7 +215,7 @@ static void ws_suspend_connection(conn_rec *c, request_rec *r)
                   APR_TIME_T_FMT " us", (apr_uint64_t)mc->id,
                   dv->next_wake ? dv->next_wake - apr_time_now() : 0);
     pthread_mutex_lock(&mc->lock);
-    mc->io = MWS_IO_PARKED;
+    mws_set_io(mc, MWS_IO_PARKED);
     if ((mc->work_pending || (mc->out.head && !dv->write_blocked))
         && !mc->cb_pending) {
         /* queued after our last look: write it from a callback */
@@ -272,6 +272,8 @@ static int ws_pre_close_connection(conn_rec *c)
         if (dv->mc->async) {
             async_take(dv->mc);
         }
+        mws_closed_by(dv->mc, mws_server_stopping() ? MWS_BY_SERVER
+                                                    : MWS_BY_TIMEOUT);
         mws_drive_last_words(dv);
         mws_drive_finish(dv);
     }
@@ -305,7 +307,7 @@ static void park_last_words(mws_conn *mc)
         pthread_mutex_unlock(&mc->lock);
         return;
     }
-    mc->io = MWS_IO_CALLBACK;
+    mws_set_io(mc, MWS_IO_CALLBACK);
     dv = mc->dv;
     pthread_mutex_unlock(&mc->lock);
     mws_drive_last_words(dv);

@@ -140,6 +140,7 @@ static apr_time_t earliest(apr_time_t a, apr_time_t b)
 /* Close with 1001 and why (the connection's own time limits). */
 static void time_out(mws_drive *dv, const char *why)
 {
+    mws_closed_by(dv->mc, MWS_BY_TIMEOUT);
     mws_drive_close_info(dv, WS_CLOSE_GOING_AWAY, why, strlen(why));
     mws_queue_close(dv->mc, WS_CLOSE_GOING_AWAY, why);
 }
@@ -439,6 +440,9 @@ void mws_drive_finish(mws_drive *dv)
     ap_log_cerror(APLOG_MARK, APLOG_TRACE1, 0, dv->c,
                   "ws(%" APR_UINT64_T_FMT "): closed with %d",
                   (apr_uint64_t)mc->id, dv->code);
+    mws_closed_by(mc, MWS_BY_ABORT);
+    mws_stats_close(mc, dv->code);
+    mws_accesslog_write(mc, dv->c, dv->code);
     mws_handler_close(mc, dv->code, dv->reason, dv->reason_len);
     mws_msg_free(dv);
     ap_set_module_config(dv->c->conn_config, &websocket_module, NULL);

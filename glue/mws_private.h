@@ -98,7 +98,8 @@ typedef struct mws_dir_conf {
     apr_interval_time_t close_timeout;  /* MWS_UNSET: unset                */
     int origin_mode;             /* MWS_ORIGIN_*                           */
     int driver;                  /* MWS_DRIVER_*, 0: unset                 */
-    int max_conns;               /* MWS_UNSET: unset; 0: no cap            */
+    int max_conns;               /* MWS_UNSET: unset (auto); 0: no cap;
+                                  * MWS_MAXCONN_AUTO: auto                 */
     int max_conns_index;         /* its counter in mws_limits.c            */
     int max_conns_addr;          /* MWS_UNSET: unset; 0: no cap            */
     apr_array_header_t *origins; /* of mws_origin_pat                      */
@@ -123,11 +124,37 @@ void mws_limits_resolve(const mws_dir_conf *d, mws_limits *l);
 int mws_v6prefix(const server_rec *s);
 
 /* mws_limits.c: connection caps across child processes */
+/* WebSocketMaxConnections auto (also the default when unset) */
+#define MWS_MAXCONN_AUTO (-2)
 typedef struct mws_limit_hold {
     int section;                 /* counter taken, or -1                   */
+    int weight;                  /* units of the server's capacity, 0: none */
     int addr;                    /* address count taken (>= 0), or -1      */
     unsigned char addr_key[WS_ADDR_KEY];
 } mws_limit_hold;
+/* What the MPM accepts (mws_limits.c, post_config): the default
+ * WebSocketMaxConnections auto counts WebSockets server-wide in units of
+ * it.  Parked (event MPM): a unit is a connection the listener accepts,
+ * ThreadsPerChild + idle threads x AsyncRequestWorkerFactor per child; a
+ * WebSocket that holds a thread (blocking driver, HTTP/2) takes 1 + factor
+ * units.  Otherwise a unit is a thread (a process under prefork).  A
+ * margin of threads per child (reserve) stays for plain HTTP. */
+typedef struct mws_capacity {
+    const char *mpm;             /* ap_show_mpm()                          */
+    int async;                   /* parked driver available                */
+    int threads;                 /* ThreadsPerChild (1: prefork)           */
+    int daemons;                 /* children at most                       */
+    int factor;                  /* event: AsyncRequestWorkerFactor as the
+                                  * MPM applies it (whole numbers, >= 1)   */
+    const char *factor_from;     /* where it was read ("default" if unset) */
+    int reserve;                 /* threads (processes) kept for HTTP      */
+    int per_child;               /* units                                  */
+    int per_server;              /* units; 0: unknown MPM, no auto cap     */
+} mws_capacity;
+void mws_capacity_compute(server_rec *s, mws_capacity *cap);
+const mws_capacity *mws_capacity_get(void);
+/* capacity units in use now, this generation, all children */
+apr_uint32_t mws_capacity_used(void);
 int mws_limits_section_index(void);
 void mws_limits_addr_cap_used(void);
 int mws_limits_pre_config(apr_pool_t *pconf);
@@ -269,6 +296,13 @@ struct mws_conn {
     int close_reported;          /* on_close ran (atomic exchange)           */
     int close_sent;              /* our close frame was written (atomic)     */
     struct mws_conn *reg_next, *reg_prev;   /* child registry (global lock)   */
+    /* figures (mws_stats.c) and the access-log line at the end
+     * (mws_accesslog.c); *_out are atomic (any thread sends) */
+    int stat_line;               /* its line's figures, or -1               */
+    int stat_driver;             /* 1 parked, 2 blocking, 0: not counted    */
+    int closed_by;               /* MWS_BY_*                                */
+    apr_uint64_t bytes_in, msgs_in, bytes_out, msgs_out;
+    struct mws_logrec *logrec;   /* what the line at the end needs (c->pool) */
     struct mws_sub *subs;                   /* channels (mws_channels.c lock) */
 };
 
@@ -315,6 +349,10 @@ typedef struct mws_drive {
  * files below it; where a lower one must reach up, the upper one installs a
  * callback (mws_driver_ops, mws_conn_on_end, mws_xchild_init's deliver).
  */
+
+/* ---- mws_status.c: the WebSocket section of mod_status ---------------- */
+/* also registers the handler "websocket-status" (the live view) */
+void mws_status_register_hooks(apr_pool_t *p);
 
 /* ---- mws_config.c: directives, per-directory/server records ----------- */
 extern const command_rec mws_cmds[];
@@ -544,5 +582,69 @@ void mws_handler_timer(mws_conn *mc, mws_timer_fn fn, void *arg);
 /* on_close, exactly once per opened connection */
 void mws_handler_close(mws_conn *mc, int code, const char *reason,
                        size_t reason_len);
+
+/* ---- mws_accesslog.c: one access-log line when a WebSocket ends ------- */
+#define MWS_BY_NONE    0
+#define MWS_BY_CLIENT  1         /* the client's close frame came first     */
+#define MWS_BY_SERVER  2         /* ours did (handler, limit, error, stop)  */
+#define MWS_BY_TIMEOUT 3         /* a time limit (Timeout, idle timeout)    */
+#define MWS_BY_ABORT   4         /* no close handshake: the TCP link ended  */
+/* who ended it, unless already known */
+#define mws_closed_by(mc, by) do { \
+        int none_ = MWS_BY_NONE; \
+        __atomic_compare_exchange_n(&(mc)->closed_by, &none_, (by), 0, \
+                                    __ATOMIC_RELAXED, __ATOMIC_RELAXED); \
+    } while (0)
+void mws_accesslog_save(mws_conn *mc, request_rec *r);
+void mws_accesslog_write(mws_conn *mc, conn_rec *c, int code);
+void mws_accesslog_free(mws_conn *mc);
+
+/* ---- mws_stats.c: figures of every child, for mod_status --------------- */
+#define MWS_STAT_NCODES 11       /* mws_stats_codes[], the last: others     */
+#define MWS_STAT_LINES  32       /* WebSocketHandler lines counted apart    */
+extern const int mws_stats_codes[MWS_STAT_NCODES];
+typedef struct mws_stats_child {
+    apr_uint32_t pid;            /* 0: free (claimed by compare-and-swap)   */
+    apr_uint32_t generation;
+    apr_uint32_t open_parked_driver, open_blocking_driver;  /* gauges     */
+    apr_uint32_t parked;         /* in the MPM's pollset now (gauge)        */
+    apr_uint32_t nlines;
+    apr_uint64_t queued_bytes;   /* in send queues now (gauge)              */
+    apr_uint64_t opened, closed, msgs_in, msgs_out, bytes_in, bytes_out;
+    apr_uint64_t refused_403, refused_503;
+    apr_uint64_t closes[MWS_STAT_NCODES];
+    struct {
+        char scope[MWS_SCOPE_HEX];
+        apr_uint32_t open;
+    } lines[MWS_STAT_LINES];
+} mws_stats_child;
+typedef struct mws_stats_area {
+    apr_uint32_t nchildren;      /* records, record 0 included              */
+    apr_uint32_t pad;
+    mws_stats_child child[1];    /* [0]: what exited children counted       */
+} mws_stats_area;
+int mws_stats_post_config(apr_pool_t *pconf, server_rec *s);
+/* insts: mws_instances (the lines counted apart) */
+void mws_stats_child_init(apr_pool_t *pchild, server_rec *s,
+                          const apr_array_header_t *insts);
+mws_stats_area *mws_stats_area_get(void);
+void mws_stats_reap(void);
+int mws_stats_line(const mws_instance *inst);
+void mws_stats_open(mws_conn *mc, int parked_driver);
+void mws_stats_close(mws_conn *mc, int code);
+void mws_stats_in(mws_conn *mc, apr_size_t bytes, int messages);
+void mws_stats_msg_out(mws_conn *mc);
+void mws_stats_bytes_out(mws_conn *mc, apr_size_t bytes);
+void mws_stats_queued(apr_int64_t delta);
+void mws_stats_parked(int delta);
+void mws_stats_refused(int status);
+/* who may touch a parked connection (lock held), counted for mod_status */
+#define mws_set_io(mc, to) do { \
+        mws_io to_ = (to); \
+        if (((mc)->io == MWS_IO_PARKED) != (to_ == MWS_IO_PARKED)) { \
+            mws_stats_parked(to_ == MWS_IO_PARKED ? 1 : -1); \
+        } \
+        (mc)->io = to_; \
+    } while (0)
 
 #endif /* MWS_PRIVATE_H */

@@ -113,6 +113,7 @@ void mws_queue_written(mws_conn *mc, size_t bytes)
     } while (!__atomic_compare_exchange_n(&mc->queued, &cur, next, 0,
                                           __ATOMIC_RELAXED,
                                           __ATOMIC_RELAXED));
+    mws_stats_queued(-(apr_int64_t)(cur - next));
 }
 
 static void outq_push(mws_outq *q, mws_out *o)
@@ -213,6 +214,7 @@ static int queue_out(mws_conn *mc, mws_out *o, int fin, ws_opcode op,
         }
     }
     if (op == WS_OP_CLOSE) {
+        mws_closed_by(mc, MWS_BY_SERVER);
         mc->close_queued = 1;
         mc->close_code = len >= 2 ? ((unsigned)((const uint8_t *)data)[0] << 8
                                      | ((const uint8_t *)data)[1])
@@ -229,8 +231,12 @@ static int queue_out(mws_conn *mc, mws_out *o, int fin, ws_opcode op,
             mc->state = MWS_ST_CLOSING;
         }
     }
+    else if (fin && op != WS_OP_PING && kind != MWS_Q_CONTROL) {
+        mws_stats_msg_out(mc);
+    }
     /* the writer subtracts without the lock (flush_out) */
     __atomic_add_fetch(&mc->queued, o->len, __ATOMIC_RELAXED);
+    mws_stats_queued((apr_int64_t)o->len);
     mws_wake_locked(mc, claim);
     pthread_mutex_unlock(&mc->lock);
     return MWS_OK;
@@ -268,6 +274,7 @@ static int queue_pong(mws_conn *mc, const void *data, size_t len)
         o->len = hlen + len;
         if (o->len >= old) {
             __atomic_add_fetch(&mc->queued, o->len - old, __ATOMIC_RELAXED);
+            mws_stats_queued((apr_int64_t)(o->len - old));
         }
         else {
             mws_queue_written(mc, old - o->len);
@@ -370,6 +377,7 @@ mws_out *mws_queue_take(mws_conn *mc)
 int mws_queue_drop_overflow(mws_conn *mc)
 {
     mws_out *o, *next, *keep = NULL;
+    size_t cur;
     int overflow;
 
     if (!__atomic_load_n(&mc->queue_overflow, __ATOMIC_RELAXED)) {
@@ -394,8 +402,10 @@ int mws_queue_drop_overflow(mws_conn *mc)
             keep->next = NULL;
         }
         outq_free(&mc->held);
-        __atomic_store_n(&mc->queued, keep ? keep->len : 0,
-                         __ATOMIC_RELAXED);
+        cur = __atomic_exchange_n(&mc->queued, keep ? keep->len : 0,
+                                  __ATOMIC_RELAXED);
+        mws_stats_queued((apr_int64_t)(keep ? keep->len : 0)
+                         - (apr_int64_t)cur);
     }
     pthread_mutex_unlock(&mc->lock);
     return overflow;
@@ -408,5 +418,6 @@ void mws_queue_free_all(mws_conn *mc)
     mc->pongs = 0;
     outq_free(&mc->out);
     outq_free(&mc->held);
-    __atomic_store_n(&mc->queued, 0, __ATOMIC_RELAXED);
+    mws_stats_queued(-(apr_int64_t)__atomic_exchange_n(&mc->queued, 0,
+                                                       __ATOMIC_RELAXED));
 }

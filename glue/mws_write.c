@@ -162,6 +162,7 @@ static mws_out *written(mws_drive *dv, mws_out *keep, apr_size_t bytes,
         mws_out_free(o);
     }
     mws_queue_written(mc, bytes);
+    mws_stats_bytes_out(mc, bytes);
     if (wrote_close && rv == APR_SUCCESS) {
         __atomic_store_n(&mc->close_sent, 1, __ATOMIC_RELEASE);
     }

@@ -13,7 +13,7 @@ import re
 import sys
 
 LAYERS = [
-    "mod_websocket.c",
+    "mod_websocket.c", "glue/mws_status.c",
     "glue/mws_config.c", "glue/mws_instance.c", "glue/mws_origin.c",
     "glue/mws_host.c", "glue/mws_linemem.c",
     "glue/mws_channels.c", "glue/mws_xchild.c", "glue/mws_sockdir.c",
@@ -22,7 +22,8 @@ LAYERS = [
     "glue/mws_blocking.c",
     "glue/mws_pass.c", "glue/mws_dispatch.c", "glue/mws_write.c",
     "glue/mws_conn.c", "glue/mws_timer.c", "glue/mws_queue.c",
-    "glue/mws_handler.c", "glue/mws_limits.c",
+    "glue/mws_handler.c", "glue/mws_limits.c", "glue/mws_accesslog.c",
+    "glue/mws_stats.c",
 ]
 
 DEF = re.compile(r"^(?!static)[A-Za-z_][\w \*]*?\b(mws_\w+)\s*\(", re.M)
