@@ -243,15 +243,19 @@ static void ws_resume_connection(conn_rec *c, request_rec *r)
  * poll of the socket before it hands the connection back to the MPM,
  * which saves the MPM's round trip (the listener's poll, the queue, a
  * worker's wake-up: about 1,800 instructions a message, docs/design.md).
- * Bounded three ways, so that it never costs what it saves: only plain-
- * socket connections (the poll must see every byte that waits), at most
- * MWS_STAY_PASSES passes before the MPM gets the connection back (other
- * connections' fairness), and at most a quarter of the child's threads
- * waiting so at once (the rest stay free for new work).  An idle
- * connection still holds no thread: a stay ends after MWS_STAY_USEC of
- * silence.
+ * Bounded four ways, so that it never costs what it saves: only hot
+ * connections (input within MWS_HOT_USEC before this input: a client in
+ * conversation, not one that answers a ping once a minute, so that waking
+ * thousands of idle connections at once does not make each worker wait in
+ * vain), only plain-socket connections (the poll must see every byte that
+ * waits), at most MWS_STAY_PASSES passes before the MPM gets the
+ * connection back (other connections' fairness), and at most a quarter of
+ * the child's threads waiting so at once (the rest stay free for new
+ * work).  An idle connection still holds no thread: a stay ends after
+ * MWS_STAY_USEC of silence.
  */
 #define MWS_STAY_USEC   500
+#define MWS_HOT_USEC    2000
 #define MWS_STAY_PASSES 64
 static int mws_stay_max = 1;
 static int mws_staying;
@@ -284,6 +288,7 @@ static int ws_process_connection(conn_rec *c)
 {
     mws_drive *dv = conn_drive(c);
     int finished, passes = 0;
+    apr_time_t before;
 
     if (!dv || !dv->mc || !dv->mc->async || !c->cs) {
         return DECLINED;
@@ -293,7 +298,11 @@ static int ws_process_connection(conn_rec *c)
         async_take(dv->mc);     /* resume_connection normally did it */
     }
     mws_alloc_busy(dv);
+    before = dv->last_read;
     finished = dv->closing || mws_drive_input(dv);
+    if (dv->last_read - before > MWS_HOT_USEC) {
+        passes = MWS_STAY_PASSES;   /* not in conversation: do not stay */
+    }
     while (!finished && stay_for_input(dv, passes++)) {
         finished = mws_drive_input(dv);
     }
