@@ -4,6 +4,7 @@
  * handler, run the timers, check the time limits.  Also the driver state's
  * creation and end, and the allocator policy of parked connections.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
@@ -32,6 +33,69 @@ static void alloc_trim(mws_drive *dv);
  * that points into it is handled before the pass returns. */
 static __thread uint8_t mws_rbuf[MWS_READ_CHUNK];
 
+/* mod_logio's counters, when it is loaded: the plain-socket path counts
+ * what the core filters would have counted. */
+static APR_OPTIONAL_FN_TYPE(ap_logio_add_bytes_in) *logio_in;
+
+/* One read on the plain-socket path, as the core input filter does it
+ * for a non-blocking read (the socket is ours alone: nothing else of
+ * httpd reads it while we own the connection). */
+static apr_status_t plain_read(mws_drive *dv, apr_size_t *len)
+{
+    ssize_t n;
+
+    do {
+        n = recv(dv->plain_fd, mws_rbuf, MWS_READ_CHUNK, MSG_DONTWAIT);
+    } while (n < 0 && errno == EINTR);
+    if (n > 0) {
+        *len = (apr_size_t)n;
+        if (logio_in) {
+            logio_in(dv->c, (apr_off_t)n);
+        }
+        return APR_SUCCESS;
+    }
+    *len = 0;
+    if (n == 0) {
+        return APR_EOF;
+    }
+    return (errno == EAGAIN || errno == EWOULDBLOCK) ? APR_EAGAIN
+                                                     : APR_FROM_OS_ERROR(errno);
+}
+
+/* The plain-socket path's reads: until the budget, or would block. */
+static apr_status_t read_plain(mws_drive *dv)
+{
+    apr_status_t rv;
+    apr_size_t len, total = 0;
+
+    for (;;) {
+        rv = plain_read(dv, &len);
+        if (rv != APR_SUCCESS) {
+            if (rv != APR_EAGAIN) {
+                ap_log_cerror(APLOG_MARK, APLOG_TRACE2, rv, dv->c,
+                              "ws(%" APR_UINT64_T_FMT "): read ends",
+                              (apr_uint64_t)dv->mc->id);
+            }
+            return rv;
+        }
+        dv->last_read = dv->now;
+        mws_dispatch(dv, mws_rbuf, len);
+        if (dv->done) {
+            return APR_SUCCESS;
+        }
+        total += len;
+        if (total >= MWS_READ_PER_PASS) {
+            dv->read_more = 1;
+            return APR_SUCCESS;
+        }
+        if (len < MWS_READ_CHUNK) {
+            /* the socket had no more (a greedy read): asking again would
+             * only hear "would block" */
+            return APR_EAGAIN;
+        }
+    }
+}
+
 /* Read what is there without blocking, up to MWS_READ_PER_PASS: then
  * dv->read_more says that more may wait (a client that sends faster than
  * it reads must not make us queue replies without writing them).  Returns
@@ -43,6 +107,9 @@ static apr_status_t read_available(mws_drive *dv)
     int eos;
 
     dv->read_more = 0;
+    if (dv->plain_in) {
+        return read_plain(dv);
+    }
     for (;;) {
         rv = ap_get_brigade(dv->c->input_filters, dv->bb_in,
                             AP_MODE_READBYTES, APR_NONBLOCK_READ,
@@ -50,6 +117,10 @@ static apr_status_t read_available(mws_drive *dv)
         if (rv != APR_SUCCESS) {
             apr_brigade_cleanup(dv->bb_in);
             if (APR_STATUS_IS_EAGAIN(rv)) {
+                /* the core filter holds nothing more (it read the socket
+                 * until it would block): from now on the socket is read
+                 * directly, where the path allows it */
+                dv->plain_in = dv->plain_fd >= 0;
                 return APR_EAGAIN;
             }
             ap_log_cerror(APLOG_MARK, APLOG_TRACE2, rv, dv->c,
@@ -95,6 +166,7 @@ static apr_status_t read_available(mws_drive *dv)
         if (len < MWS_READ_CHUNK && dv->input_drains) {
             /* the core filter read until the socket said "would block":
              * asking again would only hear it say so once more */
+            dv->plain_in = dv->plain_fd >= 0;
             return APR_EAGAIN;
         }
     }
@@ -394,6 +466,59 @@ static int input_drains(conn_rec *c)
     return 1;
 }
 
+/*
+ * The plain-socket path: where every filter of the connection, both ways,
+ * is httpd's core one (mod_logio's input counter allowed: its counts are
+ * kept by hand), nothing would change a byte, so reading and writing the
+ * socket directly saves the filter chains' work per message (about 1,500
+ * instructions of a 64-byte echo, docs/design.md).  mod_ssl, mod_http2 (a
+ * secondary connection), or any other filter keeps the filter path.
+ * Decided once, when the connection becomes a WebSocket; the switch
+ * itself waits until the core filters hold nothing (plain_in, plain_out).
+ */
+static const char *plain_refusal(conn_rec *c)
+{
+    ap_filter_t *f;
+
+    if (c->master) {
+        return "an HTTP/2 stream";
+    }
+    for (f = c->input_filters; f; f = f->next) {
+        if (f->frec != ap_core_input_filter_handle
+            && strcasecmp(f->frec->name, "log_input_output")) {
+            return f->frec->name;
+        }
+    }
+    for (f = c->output_filters; f; f = f->next) {
+        if (f->frec != ap_core_output_filter_handle) {
+            return f->frec->name;
+        }
+    }
+    return NULL;
+}
+
+static void plain_setup(mws_drive *dv)
+{
+    apr_socket_t *sock = ap_get_conn_socket(dv->c);
+    apr_os_sock_t fd;
+    const char *why = plain_refusal(dv->c);
+
+    dv->plain_fd = -1;
+    if (why) {
+        dv->path_why = apr_pstrcat(dv->c->pool, "filters (", why, ")", NULL);
+        return;
+    }
+    if (!sock || apr_os_sock_get(&fd, sock) != APR_SUCCESS) {
+        dv->path_why = "filters (no socket)";
+        return;
+    }
+    if (!logio_in) {
+        logio_in = APR_RETRIEVE_OPTIONAL_FN(ap_logio_add_bytes_in);
+    }
+    dv->plain_fd = fd;
+    dv->path_why = "plain socket";
+}
+
 mws_drive *mws_drive_create(mws_conn *mc)
 {
     conn_rec *c = mc->c;
@@ -414,6 +539,10 @@ mws_drive *mws_drive_create(mws_conn *mc)
     ws_parser_init(&dv->parser, &pcfg);
     dv->last_read = apr_time_now();
     dv->input_drains = input_drains(c);
+    plain_setup(dv);
+    ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, c, MWS_LOGNO(00089)
+                  "ws(%" APR_UINT64_T_FMT "): I/O through %s",
+                  (apr_uint64_t)mc->id, dv->path_why);
     mc->dv = dv;
     return dv;
 }
@@ -471,6 +600,7 @@ void mws_drive_last_words(mws_drive *dv)
         && pfd.desc_type == APR_POLL_SOCKET) {
         apr_socket_timeout_set(pfd.desc.s, apr_time_from_msec(500));
     }
+    dv->plain_wait = apr_time_from_msec(500);
     if (mws_write_queue(dv, 0) == APR_SUCCESS && dv->close_written) {
         mws_drive_close_info(dv, (int)mc->close_code, "server shutting down", 20);
     }

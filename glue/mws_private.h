@@ -326,6 +326,14 @@ typedef struct mws_drive {
     int finished;
     int upgrade_eos_seen;       /* HTTP/2: the request body's EOS passed  */
     int input_drains;           /* a short read means nothing is left     */
+    /* The plain-socket path (mws_plain_eligible): the connection's filters
+     * are httpd's core ones only, so we read and write its socket
+     * ourselves and count bytes for mod_logio as the core would. */
+    int plain_fd;               /* -1: every byte through the filters     */
+    int plain_in;               /* the core input filter is drained: recv */
+    int plain_out;              /* the core output filter is flushed: send */
+    const char *path_why;       /* the path taken, and why (for the log)  */
+    apr_interval_time_t plain_wait;  /* a write's wait (0: Timeout)       */
     int write_blocked;          /* the client's socket took not all of it */
     apr_size_t write_credit;    /* surely free in it (careful_room)       */
     apr_interval_time_t write_backoff;  /* until we try again            */

@@ -1,14 +1,18 @@
 /*
  * mws_write.c -- writing a connection's queue through its output filters
- * (so mod_ssl and HTTP/2 see every byte): plain writes that wait for the
- * client as httpd does, and careful ones that never wait (pushes, timers).
+ * (so mod_ssl and HTTP/2 see every byte) or, on a plain connection, to its
+ * socket: plain writes that wait for the client as httpd does, and careful
+ * ones that never wait (pushes, timers).
  *
- * All bytes go through the connection's filters (c->output_filters), so
- * mod_ssl and mod_http2 see them.
+ * Bytes go through the connection's filters (c->output_filters), so
+ * mod_ssl and mod_http2 see them; only a connection whose filters are all
+ * httpd's core ones is written directly (the plain-socket path).
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
+#include <sys/uio.h>
 #include <signal.h>
 #include <sys/socket.h>
 
@@ -149,6 +153,147 @@ static apr_status_t write_some(mws_drive *dv, mws_out *keep,
     return rv;
 }
 
+/* ---- the plain-socket path (mws_pass.c decides it: plain_setup) ------- */
+
+static APR_OPTIONAL_FN_TYPE(ap_logio_add_bytes_out) *logio_out;
+
+#define MWS_IOV_MAX 64
+
+/* Wait until the socket takes more, at most Timeout (as the core output
+ * filter waits on a blocking write). */
+static apr_status_t plain_wait_writable(mws_drive *dv)
+{
+    struct pollfd pfd;
+    apr_interval_time_t t = dv->plain_wait ? dv->plain_wait
+                                           : dv->c->base_server->timeout;
+    int ms = t > 0 ? (int)apr_time_as_msec(t) : 60000, rc;
+
+    pfd.fd = dv->plain_fd;
+    pfd.events = POLLOUT;
+    pfd.revents = 0;
+    do {
+        rc = poll(&pfd, 1, ms);
+    } while (rc < 0 && errno == EINTR);
+    return rc > 0 ? APR_SUCCESS : (rc == 0 ? APR_TIMEUP
+                                           : APR_FROM_OS_ERROR(errno));
+}
+
+/* The next at most room bytes of keep as an iovec; returns its length. */
+static int plain_gather(mws_out *keep, apr_size_t room, struct iovec *iov,
+                        int *n)
+{
+    mws_out *o;
+    apr_size_t want = 0, len;
+
+    *n = 0;
+    for (o = keep; o && *n < MWS_IOV_MAX && want < room; o = o->next) {
+        len = o->len - o->off;
+        if (!len) {
+            continue;
+        }
+        if (len > room - want) {
+            len = room - want;
+        }
+        iov[*n].iov_base = (void *)(o->bytes + o->off);
+        iov[*n].iov_len = len;
+        ++*n;
+        want += len;
+    }
+    return *n;
+}
+
+/* w bytes of keep went out: move the offsets; a close that went whole. */
+static int plain_advance(mws_out *keep, size_t w)
+{
+    mws_out *o;
+    size_t len;
+    int wrote_close = 0;
+
+    for (o = keep; o && w; o = o->next) {
+        len = o->len - o->off;
+        if (w >= len) {
+            o->off = o->len;
+            w -= len;
+            wrote_close |= o->is_close;
+        }
+        else {
+            o->off += w;
+            w = 0;
+        }
+    }
+    return wrote_close;
+}
+
+/* Write at most room bytes of keep to the socket itself, with sendmsg()
+ * (many frames in one system call), counting them for mod_logio.  Not
+ * careful: wait for the client as the core filter would (Timeout).
+ * Careful: stop where the socket would block. */
+static apr_status_t plain_write(mws_drive *dv, mws_out *keep,
+                                apr_size_t room, int careful,
+                                apr_size_t *bytes, int *wrote_close)
+{
+    struct iovec iov[MWS_IOV_MAX];
+    struct msghdr mh;
+    apr_status_t rv;
+    ssize_t w;
+    int n;
+
+    *bytes = 0;
+    *wrote_close = 0;
+    while (*bytes < room && plain_gather(keep, room - *bytes, iov, &n)) {
+        memset(&mh, 0, sizeof(mh));
+        mh.msg_iov = iov;
+        mh.msg_iovlen = (size_t)n;
+        w = sendmsg(dv->plain_fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                dv->c->aborted = 1;
+                return APR_FROM_OS_ERROR(errno);
+            }
+            if (careful) {
+                dv->write_credit = 0;
+                return APR_SUCCESS;     /* the rest stays queued */
+            }
+            if ((rv = plain_wait_writable(dv)) != APR_SUCCESS) {
+                dv->c->aborted = 1;
+                return rv;
+            }
+            continue;
+        }
+        if (logio_out) {
+            logio_out(dv->c, (apr_off_t)w);
+        }
+        *bytes += (apr_size_t)w;
+        *wrote_close |= plain_advance(keep, (size_t)w);
+    }
+    return APR_SUCCESS;
+}
+
+/* A write by the path the connection is on.  The first goes through the
+ * filters with a flush, which leaves the core output filter empty; from
+ * then on the plain-socket path writes itself. */
+static apr_status_t write_by_path(mws_drive *dv, mws_out *keep,
+                                  apr_size_t room, int careful,
+                                  apr_size_t *bytes, int *wrote_close)
+{
+    apr_status_t rv;
+
+    if (dv->plain_out) {
+        return plain_write(dv, keep, room, careful, bytes, wrote_close);
+    }
+    rv = write_some(dv, keep, room, bytes, wrote_close);
+    if (rv == APR_SUCCESS && dv->plain_fd >= 0) {
+        if (!logio_out) {
+            logio_out = APR_RETRIEVE_OPTIONAL_FN(ap_logio_add_bytes_out);
+        }
+        dv->plain_out = 1;
+    }
+    return rv;
+}
+
 /* After a write: free what went out whole, count it, note our close. */
 static mws_out *written(mws_drive *dv, mws_out *keep, apr_size_t bytes,
                         int wrote_close, apr_status_t rv)
@@ -203,12 +348,13 @@ apr_status_t mws_write_queue(mws_drive *dv, int careful)
     }
     keep = mws_queue_take(mc);
     while (keep && room && rv == APR_SUCCESS) {
-        rv = write_some(dv, keep, room, &bytes, &wrote_close);
+        rv = write_by_path(dv, keep, room, careful, &bytes, &wrote_close);
         charge_write(dv, careful, bytes);
         keep = written(dv, keep, bytes, wrote_close, rv);
         if (keep && careful) {
-            /* the credit is spent: did the client read meanwhile? */
-            room = careful_room(dv);
+            /* the credit is spent: did the client read meanwhile?  (A
+             * careful write that moved nothing: the socket is full.) */
+            room = bytes ? careful_room(dv) : 0;
         }
     }
     if (keep) {

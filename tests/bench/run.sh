@@ -12,8 +12,8 @@
 #   proxy  httpd (event MPM) + mod_proxy_wstunnel: ProxyPass /echo
 #          ws://127.0.0.1:<node echo port>/ (the Node server above)
 #
-# Standard set: echo 64 B with 1, 10 and 100 connections (100 at pipeline
-# depth 10), echo 16 KiB with 10 connections, repeated $BENCH_REPEAT times
+# Standard set: echo 64 B with 1, 10 and 100 connections at depth 1 and 100
+# at pipeline depth 10, echo 16 KiB with 10 connections, repeated $BENCH_REPEAT times
 # with the peers interleaved (medians reported); hold $BENCH_HOLD idle
 # connections (plus 10,000 and 15,000 with BENCH_FULL=1); broadcast to 1,000
 # receivers
@@ -22,8 +22,12 @@
 #
 # Environment (defaults in brackets):
 #   BENCH_FULL=1             also hold 10,000 and 15,000 connections
-#   BENCH_SETS               which parts run ["echo hold overcap broadcast
-#                            instr"]
+#   BENCH_SETS               which parts run ["echo hold overcap fanoutcap
+#                            broadcast instr"]
+#   BENCH_CAP_RATES          fanoutcap: offered publishes/s, stepped up
+#                            ["100 200 400 800 1600 3200"]
+#   BENCH_CAP_P99_MS [100]   fanoutcap: a rate whose fan-out p99 is above
+#                            this is not sustained
 #   BENCH_CAP [1000]         overcap: WebSocketMaxConnections of
 #                            /echo-capped; 1.5 x as many clients try
 #   BENCH_REPEAT [3]         repetitions of the timed runs
@@ -74,7 +78,7 @@ TPC=${BENCH_TPC:-25}
 PROXY_TPC=${BENCH_PROXY_TPC:-300}
 ARWF=${BENCH_ARWF:-200}
 DO_CG=${BENCH_CALLGRIND:-1}
-SETS=" ${BENCH_SETS:-echo hold overcap broadcast instr} "
+SETS=" ${BENCH_SETS:-echo hold overcap fanoutcap broadcast instr} "
 CAP=${BENCH_CAP:-1000}
 want() { case $SETS in *" $1 "*) return 0 ;; esac; return 1; }
 DO_CG_NODE=${BENCH_CG_NODE:-1}
@@ -410,6 +414,7 @@ done
 ECHO_TESTS=(
     "echo64_c1:-s 64 -c 1 -d 1"
     "echo64_c10:-s 64 -c 10 -d 1"
+    "echo64_c100:-s 64 -c 100 -d 1"
     "echo64_c100_d10:-s 64 -c 100 -d 10"
     "echo16k_c10:-s 16384 -c 10 -d 1"
 )
@@ -459,6 +464,37 @@ if want overcap; then
     else
         echo "peer=mws test=overcap rep=1 mode=hold ok=0 skipped=no_WebSocketMaxConnections" >> "$RAW"
     fi
+fi
+
+# ---- fan-out capacity: step the offered publish rate until deliveries fall
+# behind (< 90 % of rate x receivers), a message is lost, or the fan-out p99
+# passes BENCH_CAP_P99_MS; report the highest rate each peer sustained ------
+CAP_P99_US=$(( ${BENCH_CAP_P99_MS:-100} * 1000 ))
+CAP_RATES=${BENCH_CAP_RATES:-"100 200 400 800 1600 3200"}
+fanout_cap() {   # fanout_cap PEER PORT PID
+    local peer=$1 port=$2 pid=$3 r line best="" dps p99 ok
+    for r in $CAP_RATES; do
+        run "peer=$peer test=fanstep_r$r rep=1" broadcast -p "$port" \
+            -P "/chat?room=bench" -r "$RECEIVERS" -m $(( r * 3 )) -w 1 \
+            --rate "$r" --conn-rate 1000 --inflight 200 --msg-timeout 5 \
+            --settle 1 --server-pid "$pid"
+        line=$(tail -n 1 "$RAW")
+        ok=$(echo "$line" | grep -o ' ok=[01]' | cut -d= -f2)
+        dps=$(echo "$line" | grep -o 'deliveries_per_s=[0-9]*' | cut -d= -f2)
+        p99=$(echo "$line" | grep -o 'fanout_p99_us=[0-9]*' | cut -d= -f2)
+        sleep 2
+        if [ "$ok" != 1 ] || [ -z "$dps" ] || [ -z "$p99" ] \
+           || [ "$p99" -gt "$CAP_P99_US" ] \
+           || [ $(( dps * 10 )) -lt $(( r * RECEIVERS * 9 )) ]; then
+            break
+        fi
+        best="max_rate=$r deliveries_per_s=$dps fanout_p99_us=$p99"
+    done
+    echo "peer=$peer test=fanoutcap rep=1 mode=fanoutcap receivers=$RECEIVERS p99_bound_us=$CAP_P99_US ${best:-max_rate=0 deliveries_per_s=0} ok=1" | tee -a "$RAW" >&2
+}
+if want fanoutcap; then
+    [ "$HAVE_CHAT" = 1 ] && fanout_cap mws "$MWS_PORT" "$MWS_PID"
+    fanout_cap node "$FAN_PORT" "$FAN_PID"
 fi
 
 # ---- broadcast: mws chat vs node fanout.js -------------------------------------

@@ -15,6 +15,7 @@ PEERS = ("mws", "node", "proxy")
 ECHO_TESTS = [
     ("echo64_c1", "echo 64 B, 1 conn"),
     ("echo64_c10", "echo 64 B, 10 conns"),
+    ("echo64_c100", "echo 64 B, 100 conns"),
     ("echo64_c100_d10", "echo 64 B, 100 conns, depth 10"),
     ("echo16k_c10", "echo 16 KiB, 10 conns"),
 ]
@@ -110,6 +111,13 @@ def main():
     for test in bc_tests:
         m = {p: median(get(test, p), "deliveries_per_s") for p in PEERS}
         head.append((test.replace("bcast", "broadcast to ") + ", deliveries/s",
+                     fmt(m["mws"]), fmt(m["node"]), "-",
+                     fmt_ratio(ratio(m["mws"], m["node"])), "-"))
+    cap = {p: get("fanoutcap", p) for p in PEERS}
+    if any(cap.values()):
+        m = {p: (median(cap[p], "deliveries_per_s") if cap[p] else None) for p in PEERS}
+        head.append(("broadcast capacity to %s (highest sustained), deliveries/s"
+                     % (cap["mws"] or cap["node"])[0].get("receivers", "?"),
                      fmt(m["mws"]), fmt(m["node"]), "-",
                      fmt_ratio(ratio(m["mws"], m["node"])), "-"))
     im = {p: median(get("instr", p), "instr_per_msg") for p in PEERS}

@@ -1936,8 +1936,12 @@ static void bcast_tick(uint64_t now)
     while (bc.next_seq <= opt.messages) {
         int sent = bc.next_seq - 1;
         if (opt.rate > 0) {
+            /* now may predate the first send's own clock reading: an
+             * unsigned difference would wrap and send everything at once */
             if (bc.first_send &&
-                (double)sent >= opt.rate * (double)(now - bc.first_send) / 1e9)
+                (double)sent >= opt.rate * (double)(now > bc.first_send
+                                                    ? now - bc.first_send
+                                                    : 0) / 1e9)
                 break;
         }
         else if (sent - bc.completed >= opt.window) {
