@@ -249,7 +249,7 @@ static void child_init(apr_pool_t *pchild, server_rec *s)
     mws_limits_child_init(pchild, s);
     mws_channels_child_init(pchild, s);
     mws_instance_child_init(pchild, s);
-    mws_channels_start(pchild, s);
+    mws_channels_start(pchild, s, mws_instances);
 }
 
 /* Graceful stop or restart of this child (worker, event; prefork runs it
@@ -281,27 +281,20 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog,
     if ((rv = mws_limits_post_config(pconf, s)) != OK) {
         return rv;
     }
-    return mws_sockdir_post_config(pconf, ptemp, s, mws_instances->nelts);
-}
-
-/* Also for httpd -t: what would make the start fail, without changing
- * anything. */
-static int check_config(apr_pool_t *pconf, apr_pool_t *plog,
-                        apr_pool_t *ptemp, server_rec *s)
-{
-    return mws_sockdir_check_config(ptemp, s, mws_instances->nelts);
+    if (!mws_instances->nelts) {
+        return OK;              /* no handler: nobody publishes */
+    }
+    return mws_bus_post_config(pconf, s);
 }
 
 static void register_hooks(apr_pool_t *p)
 {
     ap_hook_pre_config(pre_config, NULL, NULL, APR_HOOK_MIDDLE);
-    ap_hook_check_config(check_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_stopping(child_stopping, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(ws_handler, NULL, NULL, APR_HOOK_MIDDLE);
     mws_driver_register_hooks();
-    mws_xchild_register_hooks();
 }
 
 AP_DECLARE_MODULE(websocket) = {

@@ -1,0 +1,446 @@
+/*
+ * mws_bus.c -- channels across child processes: one log in anonymous shared
+ * memory, made by the parent before it forks the first children and kept
+ * for the life of the parent (every generation and restart uses the same
+ * one).  A publish takes the next sequence number of the server and writes
+ * its message into the log without waiting for anyone; a receive thread in
+ * every child reads the log in sequence order and hands each message to
+ * the channels above (installed with mws_bus_child_init).  A reader that
+ * falls more than the log's length behind loses the oldest messages: the
+ * loss is counted, logged and handed up as a gap.  docs/design.md says why
+ * this design, and what it answers.
+ *
+ * The log:
+ *   header   sequence counter, data counter, the futex word readers sleep
+ *            on, the number of sleepers
+ *   slots    MWS_BUS_SLOTS, slot (seq % MWS_BUS_SLOTS) describes message
+ *            seq: its channel key, type, length, where its payload is
+ *   data     MWS_BUS_DATA bytes, a ring of payloads
+ *
+ * A writer: seq = fetch_add(sequence); pos = fetch_add(data counter, len);
+ * slot.commit = 0; slot fields; payload; slot.commit = seq + 1 (release);
+ * then wakes sleepers.  A reader copies a slot whose commit is its seq + 1,
+ * then its payload, and checks afterwards that neither was overwritten (the
+ * slot's commit is unchanged and the data counter is within one ring of the
+ * payload), as a sequence lock does.  Nothing a reader does is seen by a
+ * writer: a stopped child stalls nobody.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <linux/futex.h>
+#include <unistd.h>
+
+#include "apr_strings.h"
+#include "apr_thread_proc.h"
+#include "httpd.h"
+#include "http_config.h"
+#include "http_log.h"
+
+#include "mws_private.h"
+
+#define MWS_BUS_MAGIC    "MWSBUS01"
+/* changes whenever the layout below changes: a parent that keeps a log of
+ * another layout (the module was replaced, then a graceful restart) makes
+ * a new one */
+#define MWS_BUS_LAYOUT   1u
+#define MWS_BUS_USERDATA "mod_websocket:bus"
+
+typedef struct mws_bus_slot {
+    uint64_t commit;             /* seq + 1 once written; else in progress
+                                  * (0) or an older lap                    */
+    uint64_t pos;                /* the payload's place in the data ring   */
+    uint32_t len;                /* payload bytes                          */
+    int32_t pid;                 /* the publishing child                   */
+    uint8_t type;                /* MWS_TEXT / MWS_BINARY                  */
+    uint8_t klen;                /* key bytes (no NUL)                     */
+    char key[MWS_KEY_MAX];
+} mws_bus_slot;
+
+typedef struct mws_bus_hdr {
+    char magic[8];
+    uint32_t layout, slot_size;
+    uint64_t nslots, ndata;
+    /* each on its own cache line: every publisher writes them */
+    uint64_t seq __attribute__((aligned(64)));   /* next sequence number   */
+    uint64_t dhead __attribute__((aligned(64))); /* data bytes reserved    */
+    uint32_t wake __attribute__((aligned(64)));  /* futex: bumped per
+                                                  * message                */
+    uint32_t sleepers;           /* readers waiting on wake                */
+} mws_bus_hdr;
+
+#define BUS_ALIGN(n)   (((n) + 7) & ~(size_t)7)
+#define BUS_HDR_SIZE   BUS_ALIGN(sizeof(mws_bus_hdr) + 64)
+#define BUS_SIZE       (BUS_HDR_SIZE + MWS_BUS_SLOTS * sizeof(mws_bus_slot) \
+                        + MWS_BUS_DATA)
+
+/* one message may not take more than half the data ring */
+#if MWS_PUBLISH_MAX * 2 > MWS_BUS_DATA
+#error "the channel log's data ring must hold two of the largest messages"
+#endif
+#if (MWS_BUS_SLOTS & (MWS_BUS_SLOTS - 1)) || (MWS_BUS_DATA & (MWS_BUS_DATA - 1))
+#error "MWS_BUS_SLOTS and MWS_BUS_DATA must be powers of two"
+#endif
+
+/* The log of this server (the parent's, inherited by every child). */
+static mws_bus_hdr *bus;
+
+#define BUS_SLOTS(b) ((mws_bus_slot *)((char *)(b) + BUS_HDR_SIZE))
+#define BUS_DATA(b)  ((uint8_t *)(BUS_SLOTS(b) + MWS_BUS_SLOTS))
+
+/* ---- the parent ---------------------------------------------------------- */
+
+static mws_bus_hdr *bus_make(void)
+{
+    mws_bus_hdr *b = mmap(NULL, BUS_SIZE, PROT_READ | PROT_WRITE,
+                          MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+    if (b == MAP_FAILED) {
+        return NULL;
+    }
+    memcpy(b->magic, MWS_BUS_MAGIC, sizeof(b->magic));
+    b->layout = MWS_BUS_LAYOUT;
+    b->slot_size = (uint32_t)sizeof(mws_bus_slot);
+    b->nslots = MWS_BUS_SLOTS;
+    b->ndata = MWS_BUS_DATA;
+    /* sequence numbers start at 1: a slot's commit 0 means "never" */
+    b->seq = 1;
+    return b;
+}
+
+static int bus_fits(const mws_bus_hdr *b)
+{
+    return !memcmp(b->magic, MWS_BUS_MAGIC, sizeof(b->magic))
+           && b->layout == MWS_BUS_LAYOUT
+           && b->slot_size == sizeof(mws_bus_slot)
+           && b->nslots == MWS_BUS_SLOTS && b->ndata == MWS_BUS_DATA;
+}
+
+int mws_bus_post_config(apr_pool_t *pconf, server_rec *s)
+{
+    apr_pool_t *pproc = s->process->pool;
+    void *kept = NULL;
+
+    /* Kept in the process pool, which lives as long as the parent: the
+     * module (and its static variables) is unloaded and loaded again at a
+     * restart, while the children of the old generation still read and
+     * write the log.  So the log is made once, and every generation uses
+     * it: one sequence for the server. */
+    apr_pool_userdata_get(&kept, MWS_BUS_USERDATA, pproc);
+    if (kept && !bus_fits(kept)) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, MWS_LOGNO(00152)
+                     "channels: the running children use a channel log of "
+                     "another version of mod_websocket; the new children "
+                     "get a new one (messages do not pass between old and "
+                     "new children until the old ones exit)");
+        kept = NULL;
+    }
+    if (!kept) {
+        if (!(kept = bus_make())) {
+            ap_log_error(APLOG_MARK, APLOG_CRIT, APR_FROM_OS_ERROR(errno), s,
+                         MWS_LOGNO(00151) "channels: cannot map %lu bytes "
+                         "of shared memory for the channel log",
+                         (unsigned long)BUS_SIZE);
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+        /* never unmapped: the children of every generation share it; it
+         * goes with the last process of the server */
+        apr_pool_userdata_set(kept, MWS_BUS_USERDATA, apr_pool_cleanup_null,
+                              pproc);
+        ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, MWS_LOGNO(00150)
+                     "channels: a log of %u messages and %u KiB of payload "
+                     "in anonymous shared memory (%lu bytes)",
+                     (unsigned)MWS_BUS_SLOTS, (unsigned)(MWS_BUS_DATA / 1024),
+                     (unsigned long)BUS_SIZE);
+    }
+    bus = kept;
+    return OK;
+}
+
+/* ---- publish -------------------------------------------------------------- */
+
+static long futex(uint32_t *addr, int op, uint32_t val,
+                  const struct timespec *ts)
+{
+    /* not FUTEX_PRIVATE_FLAG: the word is shared between processes */
+    return syscall(SYS_futex, addr, op, val, ts, NULL, 0);
+}
+
+/* Copy n bytes into the data ring at pos (wrapping). */
+static void ring_put(uint8_t *ring, uint64_t pos, const void *src, size_t n)
+{
+    size_t at = (size_t)(pos & (MWS_BUS_DATA - 1));
+    size_t first = MWS_BUS_DATA - at;
+
+    if (first >= n) {
+        memcpy(ring + at, src, n);
+    }
+    else {
+        memcpy(ring + at, src, first);
+        memcpy(ring, (const uint8_t *)src + first, n - first);
+    }
+}
+
+static void ring_get(const uint8_t *ring, uint64_t pos, void *dst, size_t n)
+{
+    size_t at = (size_t)(pos & (MWS_BUS_DATA - 1));
+    size_t first = MWS_BUS_DATA - at;
+
+    if (first >= n) {
+        memcpy(dst, ring + at, n);
+    }
+    else {
+        memcpy(dst, ring + at, first);
+        memcpy((uint8_t *)dst + first, ring, n - first);
+    }
+}
+
+int mws_bus_available(void)
+{
+    return bus != NULL;
+}
+
+int mws_bus_publish(const char *key, mws_msg_type type, const void *data,
+                    size_t len)
+{
+    static __thread int32_t my_pid;
+    mws_bus_slot *sl;
+    uint64_t seq, pos = 0;
+    size_t klen = strlen(key);
+
+    if (!bus) {
+        return MWS_ERR_STATE;
+    }
+    if (klen > MWS_KEY_MAX || len > MWS_PUBLISH_MAX) {
+        return MWS_ERR_TOO_BIG;
+    }
+    if (!my_pid) {
+        my_pid = (int32_t)getpid();
+    }
+    /* the order of the server: this number says where this message is,
+     * for every reader in every child */
+    seq = __atomic_fetch_add(&bus->seq, 1, __ATOMIC_SEQ_CST);
+    if (len) {
+        pos = __atomic_fetch_add(&bus->dhead, BUS_ALIGN(len),
+                                 __ATOMIC_SEQ_CST);
+    }
+    sl = &BUS_SLOTS(bus)[seq & (MWS_BUS_SLOTS - 1)];
+    /* a reader of the slot's previous lap sees it change under it */
+    __atomic_store_n(&sl->commit, 0, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    sl->pos = pos;
+    sl->len = (uint32_t)len;
+    sl->pid = my_pid;
+    sl->type = (uint8_t)type;
+    sl->klen = (uint8_t)klen;
+    memcpy(sl->key, key, klen);
+    if (len) {
+        ring_put(BUS_DATA(bus), pos, data, len);
+    }
+    __atomic_store_n(&sl->commit, seq + 1, __ATOMIC_RELEASE);
+    __atomic_fetch_add(&bus->wake, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&bus->sleepers, __ATOMIC_SEQ_CST)) {
+        futex(&bus->wake, FUTEX_WAKE, INT_MAX, NULL);
+    }
+    return MWS_OK;
+}
+
+/* ---- the receive thread of a child --------------------------------------- */
+
+static apr_thread_t *rx_thread;
+static volatile int rx_stop;
+static server_rec *rx_server;
+static mws_bus_deliver_fn *rx_deliver;
+static mws_bus_gap_fn *rx_gap;
+static uint64_t rx_lost;          /* messages this child lost, all told    */
+static uint64_t rx_next;          /* the first sequence number to read     */
+
+/* A gap: lost messages of key ("" when their channels are unknown).
+ * Logged at most once every 10 seconds, with the total. */
+static void rx_report_gap(const char *key, uint64_t lost, const char *why)
+{
+    static apr_time_t next_log;
+    static uint64_t quiet;
+    apr_time_t now = apr_time_now();
+
+    rx_lost += lost;
+    if (now >= next_log) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, rx_server,
+                     MWS_LOGNO(00153) "channels: this child lost %"
+                     APR_UINT64_T_FMT " message(s)%s%s: %s (%" APR_UINT64_T_FMT
+                     " lost in this child so far, %" APR_UINT64_T_FMT " more "
+                     "gap(s) not logged; at most one line every 10 s)",
+                     (apr_uint64_t)lost, *key ? " of " : "", *key ? key : "",
+                     why, (apr_uint64_t)rx_lost, (apr_uint64_t)quiet);
+        next_log = now + apr_time_from_sec(10);
+        quiet = 0;
+    }
+    else {
+        ++quiet;
+    }
+    rx_gap(key, lost);
+}
+
+/* Wait until the futex word changes from seen, or timeout_ms pass. */
+static void rx_sleep(uint32_t seen, long timeout_ms)
+{
+    struct timespec ts;
+
+    ts.tv_sec = timeout_ms / 1000;
+    ts.tv_nsec = (timeout_ms % 1000) * 1000000L;
+    __atomic_fetch_add(&bus->sleepers, 1, __ATOMIC_SEQ_CST);
+    if (!rx_stop) {
+        futex(&bus->wake, FUTEX_WAIT, seen, &ts);
+    }
+    __atomic_fetch_sub(&bus->sleepers, 1, __ATOMIC_SEQ_CST);
+}
+
+/* How long a message whose number was taken may stay unwritten before the
+ * readers go on without it (its publisher was stopped or killed in the
+ * middle of publish(); a copy takes microseconds). */
+#define MWS_BUS_STUCK_MS 500
+
+static void *APR_THREAD_FUNC rx_main(apr_thread_t *thd, void *unused)
+{
+    uint8_t *buf = malloc(MWS_PUBLISH_MAX + 1);
+    char key[MWS_KEY_MAX + 1];
+    mws_bus_slot *slots = BUS_SLOTS(bus);
+    const uint8_t *ring = BUS_DATA(bus);
+    apr_time_t unwritten_since = 0;
+
+    if (!buf) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, APR_ENOMEM, rx_server,
+                     MWS_LOGNO(00156) "channels: no memory for the receive "
+                     "thread: this child gets no channel messages");
+        return NULL;
+    }
+    while (!rx_stop) {
+        uint64_t want = rx_next + 1;
+        mws_bus_slot *sl = &slots[rx_next & (MWS_BUS_SLOTS - 1)];
+        uint32_t seen = __atomic_load_n(&bus->wake, __ATOMIC_SEQ_CST);
+        uint64_t commit = __atomic_load_n(&sl->commit, __ATOMIC_ACQUIRE);
+        uint64_t head = __atomic_load_n(&bus->seq, __ATOMIC_SEQ_CST);
+        uint64_t pos, dhead;
+        uint32_t len;
+        uint8_t type, klen;
+
+        if (head - rx_next > MWS_BUS_SLOTS || commit > want) {
+            /* overrun: the log went round past us; start again half a
+             * log behind its head, so that the next laps do not catch us
+             * at once */
+            uint64_t next = head - MWS_BUS_SLOTS / 2;
+
+            if (next <= rx_next) {
+                next = rx_next + 1;
+            }
+            rx_report_gap("", next - rx_next, "it fell behind by more than "
+                          "the channel log holds");
+            rx_next = next;
+            unwritten_since = 0;
+            continue;
+        }
+        if (commit != want) {
+            if (head > rx_next) {
+                /* its number was taken but it is not written yet */
+                apr_time_t now = apr_time_now();
+
+                if (!unwritten_since) {
+                    unwritten_since = now;
+                }
+                else if (now - unwritten_since
+                         > apr_time_from_msec(MWS_BUS_STUCK_MS)) {
+                    rx_report_gap("", 1, "its publisher did not finish "
+                                  "writing it within 500 ms");
+                    ++rx_next;
+                    unwritten_since = 0;
+                    continue;
+                }
+                rx_sleep(seen, 1);
+            }
+            else {
+                rx_sleep(seen, 1000);
+            }
+            continue;
+        }
+        unwritten_since = 0;
+        /* copy, then check that nothing overwrote what was copied */
+        pos = sl->pos;
+        len = sl->len;
+        type = sl->type;
+        klen = sl->klen;
+        if (len > MWS_PUBLISH_MAX) {
+            len = 0;
+        }
+        if (klen > MWS_KEY_MAX) {
+            klen = 0;
+        }
+        memcpy(key, sl->key, klen);
+        key[klen] = '\0';
+        if (len) {
+            ring_get(ring, pos, buf, len);
+        }
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        if (__atomic_load_n(&sl->commit, __ATOMIC_ACQUIRE) != want) {
+            continue;       /* overwritten while copied: the overrun above */
+        }
+        dhead = __atomic_load_n(&bus->dhead, __ATOMIC_SEQ_CST);
+        ++rx_next;
+        if (len && dhead - pos > MWS_BUS_DATA) {
+            rx_report_gap(key, 1, "its payload was overwritten before this "
+                          "child read it");
+            continue;
+        }
+        if (!klen || (type != MWS_TEXT && type != MWS_BINARY)) {
+            rx_report_gap("", 1, "it was malformed");
+            continue;
+        }
+        rx_deliver(key, (mws_msg_type)type, buf, len);
+    }
+    free(buf);
+    return NULL;
+}
+
+static apr_status_t bus_child_exit(void *unused)
+{
+    apr_status_t trv;
+
+    if (rx_thread) {
+        rx_stop = 1;
+        /* wakes every child's reader: they look and sleep again */
+        futex(&bus->wake, FUTEX_WAKE, INT_MAX, NULL);
+        apr_thread_join(&trv, rx_thread);
+        rx_thread = NULL;
+    }
+    return APR_SUCCESS;
+}
+
+void mws_bus_child_init(apr_pool_t *pchild, server_rec *s,
+                        mws_bus_deliver_fn *deliver, mws_bus_gap_fn *gap)
+{
+    apr_status_t rv;
+
+    rx_server = s;
+    rx_deliver = deliver;
+    rx_gap = gap;
+    if (!bus) {
+        return;
+    }
+    /* what was published before this child started is not for it */
+    rx_next = __atomic_load_n(&bus->seq, __ATOMIC_SEQ_CST);
+    rx_stop = 0;
+    /* registered last so that it runs first when the child pool dies:
+     * nothing is delivered once the handlers' shutdown() runs */
+    apr_pool_cleanup_register(pchild, NULL, bus_child_exit,
+                              apr_pool_cleanup_null);
+    rv = apr_thread_create(&rx_thread, NULL, rx_main, NULL, pchild);
+    if (rv != APR_SUCCESS) {
+        rx_thread = NULL;
+        ap_log_error(APLOG_MARK, APLOG_ERR, rv, s, MWS_LOGNO(00155)
+                     "channels: cannot start the receive thread: this "
+                     "child gets no channel messages");
+    }
+}
