@@ -285,6 +285,32 @@ static void rx_report_gap(const char *key, uint64_t lost, const char *why)
     rx_gap(key, lost);
 }
 
+/* Losses of one channel in a row are handed up as one gap: the key and
+ * count waiting, reported before the next message, another channel's
+ * loss, or sleep. */
+static char gap_key[MWS_KEY_MAX + 1];
+static uint64_t gap_lost;
+
+static void rx_flush_gap(void)
+{
+    if (gap_lost) {
+        rx_report_gap(gap_key, gap_lost, "its payload was overwritten "
+                      "before this child read it");
+        gap_lost = 0;
+    }
+}
+
+static void rx_lost_one(const char *key)
+{
+    if (gap_lost && strcmp(gap_key, key)) {
+        rx_flush_gap();
+    }
+    if (!gap_lost) {
+        apr_cpystrn(gap_key, key, sizeof(gap_key));
+    }
+    ++gap_lost;
+}
+
 /* Wait until the futex word changes from seen, or timeout_ms pass. */
 static void rx_sleep(uint32_t seen, long timeout_ms)
 {
@@ -334,6 +360,7 @@ static void *APR_THREAD_FUNC rx_main(apr_thread_t *thd, void *unused)
              * at once */
             uint64_t next = head - MWS_BUS_SLOTS / 2;
 
+            rx_flush_gap();
             if (next <= rx_next) {
                 next = rx_next + 1;
             }
@@ -344,6 +371,7 @@ static void *APR_THREAD_FUNC rx_main(apr_thread_t *thd, void *unused)
             continue;
         }
         if (commit != want) {
+            rx_flush_gap();
             if (head > rx_next) {
                 /* its number was taken but it is not written yet */
                 apr_time_t now = apr_time_now();
@@ -390,10 +418,10 @@ static void *APR_THREAD_FUNC rx_main(apr_thread_t *thd, void *unused)
         dhead = __atomic_load_n(&bus->dhead, __ATOMIC_SEQ_CST);
         ++rx_next;
         if (len && dhead - pos > MWS_BUS_DATA) {
-            rx_report_gap(key, 1, "its payload was overwritten before this "
-                          "child read it");
+            rx_lost_one(key);
             continue;
         }
+        rx_flush_gap();
         if (!klen || (type != MWS_TEXT && type != MWS_BINARY)) {
             rx_report_gap("", 1, "it was malformed");
             continue;

@@ -7,7 +7,9 @@
  *   id                      -> "id <pid>"
  *   sub <ch>                -> "sub <ch> <rv>"
  *   pub <ch> <text>         -> "pub <rv>"
- *   burst <ch> <n> <tag>    publishes "<tag> <i>" for i = 0..n-1 in a loop
+ *   burst <ch> <n> <tag> [size]
+ *                           publishes "<tag> <i>" for i = 0..n-1 in a loop,
+ *                           each padded with '.' to size bytes if given
  *                           -> "burst <ok> <failed> <microseconds>
  *                              <longest publish() in microseconds>"
  *   stats                   -> JSON: this child's on_publish and on_gap
@@ -234,7 +236,7 @@ static int t_message(mws_conn *c, mws_msg_type type, const void *data,
 {
     t_inst *ti = host->instance(c);
     char text[1024], out[320], ch[256], tag[64];
-    unsigned long n, i, ok = 0, bad = 0;
+    unsigned long n, i, ok = 0, bad = 0, size = 0;
     long worst = 0;
     int rv, off = 0;
 
@@ -256,15 +258,23 @@ static int t_message(mws_conn *c, mws_msg_type type, const void *data,
         snprintf(out, sizeof(out), "pub %d", rv);
         reply(c, out);
     }
-    else if (sscanf(text, "burst %255s %lu %63s", ch, &n, tag) == 3) {
+    else if (sscanf(text, "burst %255s %lu %63s %lu", ch, &n, tag, &size)
+             >= 3) {
         long start = usec_now();
+        char *msg = malloc(size > 96 ? size : 96);
 
+        if (!msg) {
+            return -1;
+        }
         for (i = 0; i < n; ++i) {
-            char msg[96];
-            int m = snprintf(msg, sizeof(msg), "%s %lu", tag, i);
+            size_t m = (size_t)snprintf(msg, 96, "%s %lu", tag, i);
             long t0 = usec_now(), took;
 
-            if (host->publish(ch, MWS_TEXT, msg, (size_t)m) >= 0) {
+            if (size > m) {
+                memset(msg + m, '.', size - m);
+                m = size;
+            }
+            if (host->publish(ch, MWS_TEXT, msg, m) >= 0) {
                 ++ok;
             }
             else {
@@ -274,6 +284,7 @@ static int t_message(mws_conn *c, mws_msg_type type, const void *data,
                 worst = took;
             }
         }
+        free(msg);
         snprintf(out, sizeof(out), "burst %lu %lu %ld %ld", ok, bad,
                  usec_now() - start, worst);
         reply(c, out);

@@ -323,6 +323,38 @@ def test_mws_1500_20_stopped_child_never_blocks_publish(env, bus):
         close_all(conns.values())
 
 
+@pytest.mark.allow_errors(r"MWS00153")
+def test_mws_1500_21_overwritten_payloads_are_gaps_of_their_channel(env, bus):
+    """Large messages overrun the log's payload ring (16 MiB) long before
+    its slots: the stopped child still knows which channel each lost
+    message had, and on_gap names it; what it did not lose, on_publish got
+    (count + lost = published)."""
+    conns = spread(env, "/bus", 2)
+    (ppid, pub), (spid, stuck) = list(conns.items())[:2]
+    try:
+        assert cmd(stuck, "reset") == "reset"
+        n, size = 300, 60000          # 18 MB of payload, 300 slots
+        os.kill(spid, signal.SIGSTOP)
+        try:
+            pub.send_message(OP_TEXT, "burst big %d g %d" % (n, size))
+            r = read_texts(pub, 1, 60)
+            assert r and r[0].startswith("burst %d 0 " % n), r
+        finally:
+            os.kill(spid, signal.SIGCONT)
+        wait_until(lambda: stats(stuck)["channels"].get("big", [0])[0] + stats(stuck)["lost"]
+                   >= n, timeout=15)
+        s = stats(stuck)
+        got = s["channels"].get("big", [0])[0]
+        print("\n%s: stopped child: %d of %d large messages, %d lost in %d gap(s) (%s)"
+              % (env.mpm, got, n, s["lost"], s["gaps"], s["gap_channels"][:40]))
+        assert s["lost"] >= n - (16 << 20) // size, s
+        assert got + s["lost"] == n, s
+        assert s["gap_channels"] == "big" and s["gaps"] == 1, s
+        assert s["order_bad"] == 0, s
+    finally:
+        close_all(conns.values())
+
+
 # ---- graceful restart -----------------------------------------------------------------
 
 def test_mws_1500_30_graceful_restart_keeps_channels(env, bus):
