@@ -848,6 +848,7 @@ typedef struct conn {
 
     /* broadcast */
     int probed;
+    unsigned long long last_seq;   /* the last measured message it got */
 } conn;
 
 static int epfd = -1;
@@ -1813,6 +1814,7 @@ static struct {
     uint64_t first_send, last_delivery, last_send;
     hist lat;                  /* per delivery                            */
     hist fan;                  /* per message: until the last receiver    */
+    uint64_t order_bad;        /* a message after a later one (receiver)  */
     int measuring;
     char *buf;
     size_t bufcap;
@@ -1892,6 +1894,12 @@ static void bcast_message(conn *c, int op, const uint8_t *p, size_t len)
     if (!bc.measuring || seq >= (unsigned long long)bc.next_seq ||
         bc.sent_ts[seq] != ts)
         return;
+    /* every receiver gets the messages in the order they were sent (one
+     * publisher: its order is the channel's) */
+    if (seq <= c->last_seq)
+        bc.order_bad++;
+    else
+        c->last_seq = seq;
     now = now_ns();
     bc.deliveries++;
     bc.last_delivery = now;
@@ -2013,7 +2021,8 @@ static int run_broadcast(void)
     printf("%s%smode=broadcast receivers=%d open=%d probed=%d messages=%d"
            " sent=%d expected=%llu delivered=%llu incomplete=%d secs=%.3f"
            " deliveries_per_s=%.0f lat_p50_us=%.0f lat_p99_us=%.0f"
-           " lat_max_us=%.0f fanout_p50_us=%.0f fanout_p99_us=%.0f",
+           " lat_max_us=%.0f fanout_p50_us=%.0f fanout_p99_us=%.0f"
+           " order_violations=%llu",
            opt.tag, opt.tag[0] ? " " : "", opt.receivers, open, bc.probed,
            opt.messages, bc.next_seq - 1,
            (unsigned long long)bc.nrecv * (unsigned long long)opt.messages,
@@ -2021,7 +2030,7 @@ static int run_broadcast(void)
            secs > 0 ? (double)bc.deliveries / secs : 0,
            hist_q(&bc.lat, 0.50), hist_q(&bc.lat, 0.99),
            (double)(bc.lat.max_ns / 1000), hist_q(&bc.fan, 0.50),
-           hist_q(&bc.fan, 0.99));
+           hist_q(&bc.fan, 0.99), (unsigned long long)bc.order_bad);
     if (opt.npids)
         printf(" rss_before_kb=%ld rss_during_kb=%ld threads_during=%ld"
                " server_cpu_s=%.2f server_cpu_us_per_delivery=%.2f",
