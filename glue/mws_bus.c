@@ -55,7 +55,6 @@ typedef struct mws_bus_slot {
                                   * (0) or an older lap                    */
     uint64_t pos;                /* the payload's place in the data ring   */
     uint32_t len;                /* payload bytes                          */
-    int32_t pid;                 /* the publishing child                   */
     uint8_t type;                /* MWS_TEXT / MWS_BINARY                  */
     uint8_t klen;                /* key bytes (no NUL)                     */
     char key[MWS_KEY_MAX];
@@ -207,7 +206,6 @@ int mws_bus_available(void)
 int mws_bus_publish(const char *key, mws_msg_type type, const void *data,
                     size_t len)
 {
-    static __thread int32_t my_pid;
     mws_bus_slot *sl;
     uint64_t seq, pos = 0;
     size_t klen = strlen(key);
@@ -217,9 +215,6 @@ int mws_bus_publish(const char *key, mws_msg_type type, const void *data,
     }
     if (klen > MWS_KEY_MAX || len > MWS_PUBLISH_MAX) {
         return MWS_ERR_TOO_BIG;
-    }
-    if (!my_pid) {
-        my_pid = (int32_t)getpid();
     }
     /* the order of the server: this number says where this message is,
      * for every reader in every child */
@@ -234,7 +229,6 @@ int mws_bus_publish(const char *key, mws_msg_type type, const void *data,
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     sl->pos = pos;
     sl->len = (uint32_t)len;
-    sl->pid = my_pid;
     sl->type = (uint8_t)type;
     sl->klen = (uint8_t)klen;
     memcpy(sl->key, key, klen);
