@@ -28,6 +28,7 @@
 static int pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
 {
     mws_instance_pre_config(pconf);
+    mws_broker_pre_config();
     mws_reassembly_limit = MWS_DEFAULT_REASSEMBLY;
     return mws_limits_pre_config(pconf);
 }
@@ -284,7 +285,10 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog,
     if (!mws_instances->nelts) {
         return OK;              /* no handler: nobody publishes */
     }
-    return mws_bus_post_config(pconf, s);
+    if ((rv = mws_bus_post_config(pconf, s)) != OK) {
+        return rv;
+    }
+    return mws_broker_post_config(pconf, s);
 }
 
 static void register_hooks(apr_pool_t *p)

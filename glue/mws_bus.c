@@ -47,7 +47,7 @@
 /* changes whenever the layout below changes: a parent that keeps a log of
  * another layout (the module was replaced, then a graceful restart) makes
  * a new one */
-#define MWS_BUS_LAYOUT   1u
+#define MWS_BUS_LAYOUT   2u
 #define MWS_BUS_USERDATA "mod_websocket:bus"
 
 typedef struct mws_bus_slot {
@@ -57,6 +57,7 @@ typedef struct mws_bus_slot {
     uint32_t len;                /* payload bytes                          */
     uint8_t type;                /* MWS_TEXT / MWS_BINARY                  */
     uint8_t klen;                /* key bytes (no NUL)                     */
+    uint8_t flags;               /* BUS_FL_*                               */
     char key[MWS_KEY_MAX];
 } mws_bus_slot;
 
@@ -70,7 +71,16 @@ typedef struct mws_bus_hdr {
     uint32_t wake __attribute__((aligned(64)));  /* futex: bumped per
                                                   * message                */
     uint32_t sleepers;           /* readers waiting on wake                */
+    /* with a broker (mws_broker.c): its bridge process's state */
+    uint32_t broker_up __attribute__((aligned(64)));  /* it can publish   */
+    int64_t broker_beat;         /* apr_time_now() of its last sign        */
+    uint64_t bridge_next;        /* the next message it will send (+1)    */
 } mws_bus_hdr;
+
+/* slot flags */
+#define BUS_FL_OUT 1             /* published here, for the broker: the
+                                  * bridge sends it, children skip it     */
+#define BUS_FL_IN  2             /* from the broker: children deliver it  */
 
 #define BUS_ALIGN(n)   (((n) + 7) & ~(size_t)7)
 #define BUS_HDR_SIZE   BUS_ALIGN(sizeof(mws_bus_hdr) + 64)
@@ -203,8 +213,37 @@ int mws_bus_available(void)
     return bus != NULL;
 }
 
-int mws_bus_publish(const char *key, mws_msg_type type, const void *data,
-                    size_t len)
+/* This generation sends its channels through a broker (set in the parent,
+ * inherited by its children; a generation without keeps delivering the
+ * log itself). */
+static int bus_broker;
+
+void mws_bus_set_broker(int on)
+{
+    bus_broker = on;
+}
+
+/* A bridge that has not given a sign for this long is gone. */
+#define MWS_BROKER_BEAT apr_time_from_sec(3)
+
+int mws_bus_broker_up(void)
+{
+    return bus && __atomic_load_n(&bus->broker_up, __ATOMIC_ACQUIRE)
+           && apr_time_now() - __atomic_load_n(&bus->broker_beat,
+                                               __ATOMIC_RELAXED)
+              < MWS_BROKER_BEAT;
+}
+
+void mws_bus_broker_state(int up)
+{
+    if (bus) {
+        __atomic_store_n(&bus->broker_beat, apr_time_now(), __ATOMIC_RELAXED);
+        __atomic_store_n(&bus->broker_up, (uint32_t)up, __ATOMIC_RELEASE);
+    }
+}
+
+static int bus_put(const char *key, mws_msg_type type, const void *data,
+                   size_t len, uint8_t flags)
 {
     mws_bus_slot *sl;
     uint64_t seq, pos = 0;
@@ -231,6 +270,7 @@ int mws_bus_publish(const char *key, mws_msg_type type, const void *data,
     sl->len = (uint32_t)len;
     sl->type = (uint8_t)type;
     sl->klen = (uint8_t)klen;
+    sl->flags = flags;
     memcpy(sl->key, key, klen);
     if (len) {
         ring_put(BUS_DATA(bus), pos, data, len);
@@ -243,6 +283,25 @@ int mws_bus_publish(const char *key, mws_msg_type type, const void *data,
     return MWS_OK;
 }
 
+int mws_bus_publish(const char *key, mws_msg_type type, const void *data,
+                    size_t len)
+{
+    if (bus_broker) {
+        /* it goes to the broker, and comes back from it in its order */
+        if (!mws_bus_broker_up()) {
+            return MWS_ERR_UNAVAILABLE;
+        }
+        return bus_put(key, type, data, len, BUS_FL_OUT);
+    }
+    return bus_put(key, type, data, len, 0);
+}
+
+int mws_bus_publish_in(const char *key, mws_msg_type type, const void *data,
+                       size_t len)
+{
+    return bus_put(key, type, data, len, BUS_FL_IN);
+}
+
 /* ---- the receive thread of a child --------------------------------------- */
 
 static apr_thread_t *rx_thread;
@@ -252,6 +311,9 @@ static mws_bus_deliver_fn *rx_deliver;
 static mws_bus_gap_fn *rx_gap;
 static uint64_t rx_lost;          /* messages this child lost, all told    */
 static uint64_t rx_next;          /* the first sequence number to read     */
+static int rx_out;                /* the bridge: reads what goes out       */
+static void (*rx_idle)(void);     /* the bridge: called at least every 1 s */
+static const char *rx_who = "this child";
 
 /* A gap: lost messages of key ("" when their channels are unknown).
  * Logged at most once every 10 seconds, with the total. */
@@ -264,10 +326,10 @@ static void rx_report_gap(const char *key, uint64_t lost, const char *why)
     rx_lost += lost;
     if (now >= next_log) {
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, rx_server,
-                     MWS_LOGNO(00153) "channels: this child lost %"
+                     MWS_LOGNO(00153) "channels: %s lost %"
                      APR_UINT64_T_FMT " message(s)%s%s: %s (%" APR_UINT64_T_FMT
-                     " lost in this child so far, %" APR_UINT64_T_FMT " more "
-                     "gap(s) not logged; at most one line every 10 s)",
+                     " lost in this process so far, %" APR_UINT64_T_FMT " more "
+                     "gap(s) not logged; at most one line every 10 s)", rx_who,
                      (apr_uint64_t)lost, *key ? " of " : "", *key ? key : "",
                      why, (apr_uint64_t)rx_lost, (apr_uint64_t)quiet);
         next_log = now + apr_time_from_sec(10);
@@ -289,7 +351,7 @@ static void rx_flush_gap(void)
 {
     if (gap_lost) {
         rx_report_gap(gap_key, gap_lost, "its payload was overwritten "
-                      "before this child read it");
+                      "before it was read");
         gap_lost = 0;
     }
 }
@@ -324,7 +386,9 @@ static void rx_sleep(uint32_t seen, long timeout_ms)
  * middle of publish(); a copy takes microseconds). */
 #define MWS_BUS_STUCK_MS 500
 
-static void *APR_THREAD_FUNC rx_main(apr_thread_t *thd, void *unused)
+/* Read the log from rx_next on until rx_stop: a child delivers what is
+ * not going out to a broker, the bridge what is (rx_out). */
+static void rx_loop(void)
 {
     uint8_t *buf = malloc(MWS_PUBLISH_MAX + 1);
     char key[MWS_KEY_MAX + 1];
@@ -335,8 +399,8 @@ static void *APR_THREAD_FUNC rx_main(apr_thread_t *thd, void *unused)
     if (!buf) {
         ap_log_error(APLOG_MARK, APLOG_ERR, APR_ENOMEM, rx_server,
                      MWS_LOGNO(00156) "channels: no memory for the receive "
-                     "thread: this child gets no channel messages");
-        return NULL;
+                     "thread: %s gets no channel messages", rx_who);
+        return;
     }
     while (!rx_stop) {
         uint64_t want = rx_next + 1;
@@ -346,7 +410,7 @@ static void *APR_THREAD_FUNC rx_main(apr_thread_t *thd, void *unused)
         uint64_t head = __atomic_load_n(&bus->seq, __ATOMIC_SEQ_CST);
         uint64_t pos, dhead;
         uint32_t len;
-        uint8_t type, klen;
+        uint8_t type, klen, flags;
 
         if (head - rx_next > MWS_BUS_SLOTS || commit > want) {
             /* overrun: the log went round past us; start again half a
@@ -384,11 +448,23 @@ static void *APR_THREAD_FUNC rx_main(apr_thread_t *thd, void *unused)
                 rx_sleep(seen, 1);
             }
             else {
+                if (rx_idle) {
+                    rx_idle();
+                }
                 rx_sleep(seen, 1000);
             }
             continue;
         }
         unwritten_since = 0;
+        flags = __atomic_load_n(&sl->flags, __ATOMIC_RELAXED);
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        if (__atomic_load_n(&sl->commit, __ATOMIC_ACQUIRE) != want) {
+            continue;       /* overwritten meanwhile: an overrun */
+        }
+        if (!(flags & BUS_FL_OUT) != !rx_out) {
+            ++rx_next;      /* not for this reader */
+            continue;
+        }
         /* copy, then check that nothing overwrote what was copied */
         pos = sl->pos;
         len = sl->len;
@@ -421,10 +497,42 @@ static void *APR_THREAD_FUNC rx_main(apr_thread_t *thd, void *unused)
             continue;
         }
         rx_deliver(key, (mws_msg_type)type, buf, len);
+        if (rx_out) {
+            __atomic_store_n(&bus->bridge_next, rx_next, __ATOMIC_RELAXED);
+        }
     }
     free(buf);
+}
+
+static void *APR_THREAD_FUNC rx_main(apr_thread_t *thd, void *unused)
+{
+    rx_loop();
     return NULL;
 }
+
+void mws_bus_bridge_run(server_rec *s, mws_bus_deliver_fn *deliver,
+                        mws_bus_gap_fn *gap, void (*idle)(void))
+{
+    uint64_t head, kept;
+
+    if (!bus) {
+        return;
+    }
+    rx_server = s;
+    rx_deliver = deliver;
+    rx_gap = gap;
+    rx_idle = idle;
+    rx_out = 1;
+    rx_who = "the broker bridge";
+    /* go on where the previous bridge (the previous generation) stopped,
+     * unless that is no longer in the log */
+    head = __atomic_load_n(&bus->seq, __ATOMIC_SEQ_CST);
+    kept = __atomic_load_n(&bus->bridge_next, __ATOMIC_RELAXED);
+    rx_next = (kept && kept <= head && head - kept < MWS_BUS_SLOTS) ? kept
+                                                                     : head;
+    rx_loop();
+}
+
 
 static apr_status_t bus_child_exit(void *unused)
 {

@@ -344,6 +344,14 @@ struct mws_request {
 };
 extern const mws_host mws_host_table;
 
+/* ---- mws_broker.c: channels across servers (WebSocketBroker, Redis) ---- */
+void mws_broker_pre_config(void);
+int mws_broker_post_config(apr_pool_t *pconf, server_rec *s);
+const char *mws_broker_cmd_url(cmd_parms *cmd, void *dconf, const char *arg);
+const char *mws_broker_cmd_ns(cmd_parms *cmd, void *dconf, const char *arg);
+const char *mws_broker_cmd_scope(cmd_parms *cmd, void *dconf,
+                                 const char *arg);
+
 /* ---- mws_channels.c: subscriptions, scopes, publish --------------------- */
 void mws_channels_scope(mws_instance *inst, const char *ident);
 void mws_channels_child_init(apr_pool_t *pchild, server_rec *s);
@@ -392,9 +400,22 @@ int mws_bus_post_config(apr_pool_t *pconf, server_rec *s);
 void mws_bus_child_init(apr_pool_t *pchild, server_rec *s,
                         mws_bus_deliver_fn *deliver, mws_bus_gap_fn *gap);
 int mws_bus_available(void);
-/* MWS_OK once the message has its place in the log; never waits */
+/* MWS_OK once the message has its place in the log; never waits.  With a
+ * broker: MWS_ERR_UNAVAILABLE while it cannot be reached. */
 int mws_bus_publish(const char *key, mws_msg_type type, const void *data,
                     size_t len);
+/* with a broker (mws_broker.c): this generation sends its messages out
+ * through the bridge process, which puts what the broker delivers back
+ * into the log (publish_in), in the broker's order */
+void mws_bus_set_broker(int on);
+int mws_bus_broker_up(void);
+void mws_bus_broker_state(int up);    /* the bridge: up or not, and alive */
+int mws_bus_publish_in(const char *key, mws_msg_type type, const void *data,
+                       size_t len);
+/* the bridge's main loop: deliver gets every message published for the
+ * broker, in log order; idle runs at least once a second */
+void mws_bus_bridge_run(server_rec *s, mws_bus_deliver_fn *deliver,
+                        mws_bus_gap_fn *gap, void (*idle)(void));
 
 /* ---- mws_registry.c: this child's open connections --------------------- */
 void mws_registry_init(apr_pool_t *p);

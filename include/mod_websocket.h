@@ -67,7 +67,10 @@ typedef enum {
                            *   child is ready or while it stops;
                            *   publish() outside a callback to a
                            *   channel without "server:" */
-    MWS_ERR_NOTFOUND= -6  /**< no such header, option, timer, ...        */
+    MWS_ERR_NOTFOUND= -6, /**< no such header, option, timer, ...        */
+    MWS_ERR_UNAVAILABLE = -7  /**< 1.1: publish() with a WebSocketBroker
+                           *   that cannot be reached now: the message
+                           *   reaches nobody; try again later */
 } mws_status;
 
 /** The largest message publish() carries across child processes. */
