@@ -199,8 +199,9 @@ static void br_state(void)
     mws_bus_broker_state(pub_ok && sub_ok);
 }
 
-/* A connection to Redis, authenticated; NULL and *why when not. */
-static redisContext *br_connect(const char **why, int db)
+/* A connection to Redis, authenticated; NULL and why (cap bytes) when
+ * not. */
+static redisContext *br_connect(char *why, size_t cap, int db)
 {
     struct timeval tv = { 2, 0 };
     redisContext *c;
@@ -210,8 +211,7 @@ static redisContext *br_connect(const char **why, int db)
                          : redisConnectWithTimeout(broker.host, broker.port,
                                                    tv);
     if (!c || c->err) {
-        *why = c ? apr_pstrdup(br_server->process->pool, c->errstr)
-                 : "out of memory";
+        apr_cpystrn(why, c ? c->errstr : "out of memory", cap);
         if (c) {
             redisFree(c);
         }
@@ -224,7 +224,7 @@ static redisContext *br_connect(const char **why, int db)
                                        broker.password)
                         : redisCommand(c, "AUTH %s", broker.password);
         if (!r || r->type == REDIS_REPLY_ERROR) {
-            *why = "AUTH refused";
+            apr_cpystrn(why, "AUTH refused", cap);
             if (r) {
                 freeReplyObject(r);
             }
@@ -236,7 +236,7 @@ static redisContext *br_connect(const char **why, int db)
     if (db && broker.db) {
         r = redisCommand(c, "SELECT %d", broker.db);
         if (!r || r->type == REDIS_REPLY_ERROR) {
-            *why = "SELECT refused";
+            apr_cpystrn(why, "SELECT refused", cap);
             if (r) {
                 freeReplyObject(r);
             }
@@ -251,13 +251,13 @@ static redisContext *br_connect(const char **why, int db)
 /* The publishing connection, (re)made when it is time. */
 static void br_pub_connect(void)
 {
-    const char *why = NULL;
+    char why[128];
     apr_time_t now = apr_time_now();
 
     if (pub_ctx || now < pub_retry_at) {
         return;
     }
-    if ((pub_ctx = br_connect(&why, 1)) != NULL) {
+    if ((pub_ctx = br_connect(why, sizeof(why), 1)) != NULL) {
         pub_ok = 1;
         pub_backoff = 0;
     }
@@ -299,7 +299,7 @@ static void br_drop(const char *key)
 
 /* A message a child published: to Redis. */
 static void br_out(const char *key, mws_msg_type type, const void *data,
-                   size_t len)
+                   size_t len, uint64_t seq)
 {
     char chan[MWS_KEY_MAX + MWS_NAME_MAX + 2];
     char *msg;
@@ -321,8 +321,15 @@ static void br_out(const char *key, mws_msg_type type, const void *data,
         }
         r = redisCommand(pub_ctx, "PUBLISH %b %b", chan, clen, msg, len + 1);
         if (r && r->type != REDIS_REPLY_ERROR) {
+            static apr_time_t beat;
+            apr_time_t now = apr_time_now();
+
             freeReplyObject(r);
             free(msg);
+            if (now - beat > apr_time_from_msec(500)) {
+                beat = now;
+                br_state();     /* alive, also while it never idles */
+            }
             return;
         }
         if (r) {
@@ -400,8 +407,8 @@ static void *br_sub_main(void *unused)
     int said_down = 0;
 
     for (;;) {
-        const char *why = NULL;
-        redisContext *c = br_connect(&why, 0);
+        char why[128] = "";
+        redisContext *c = br_connect(why, sizeof(why), 0);
         redisReply *r = NULL;
         struct pollfd pfd;
         void *reply;
@@ -416,8 +423,8 @@ static void *br_sub_main(void *unused)
                              "(%s): publish() fails with "
                              "MWS_ERR_UNAVAILABLE until it can; trying "
                              "again with backoff", broker.url,
-                             why ? why : c && c->err ? c->errstr
-                                                     : "PSUBSCRIBE refused");
+                             *why ? why : c && c->err ? c->errstr
+                                                      : "PSUBSCRIBE refused");
                 said_down = 1;
             }
             if (r) {
@@ -435,6 +442,10 @@ static void *br_sub_main(void *unused)
         }
         freeReplyObject(r);
         backoff = 0;
+        if (said_down) {
+            /* what other servers published meanwhile is gone */
+            mws_bus_gap_in();
+        }
         sub_ok = 1;
         br_state();
         ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, br_server, MWS_LOGNO(00160)

@@ -81,6 +81,8 @@ typedef struct mws_bus_hdr {
 #define BUS_FL_OUT 1             /* published here, for the broker: the
                                   * bridge sends it, children skip it     */
 #define BUS_FL_IN  2             /* from the broker: children deliver it  */
+#define BUS_FL_GAP 4             /* no message: the broker connection was
+                                  * lost, messages may be missing         */
 
 #define BUS_ALIGN(n)   (((n) + 7) & ~(size_t)7)
 #define BUS_HDR_SIZE   BUS_ALIGN(sizeof(mws_bus_hdr) + 64)
@@ -213,6 +215,11 @@ int mws_bus_available(void)
     return bus != NULL;
 }
 
+uint64_t mws_bus_head(void)
+{
+    return bus ? __atomic_load_n(&bus->seq, __ATOMIC_SEQ_CST) : 0;
+}
+
 /* This generation sends its channels through a broker (set in the parent,
  * inherited by its children; a generation without keeps delivering the
  * log itself). */
@@ -302,6 +309,11 @@ int mws_bus_publish_in(const char *key, mws_msg_type type, const void *data,
     return bus_put(key, type, data, len, BUS_FL_IN);
 }
 
+int mws_bus_gap_in(void)
+{
+    return bus_put("", MWS_BINARY, NULL, 0, BUS_FL_IN | BUS_FL_GAP);
+}
+
 /* ---- the receive thread of a child --------------------------------------- */
 
 static apr_thread_t *rx_thread;
@@ -324,7 +336,13 @@ static void rx_report_gap(const char *key, uint64_t lost, const char *why)
     apr_time_t now = apr_time_now();
 
     rx_lost += lost;
-    if (now >= next_log) {
+    if (!lost) {
+        /* rare (once per broker outage): always said */
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, rx_server,
+                     MWS_LOGNO(00167) "channels: %s may have lost messages: "
+                     "%s", rx_who, why);
+    }
+    else if (now >= next_log) {
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, rx_server,
                      MWS_LOGNO(00153) "channels: %s lost %"
                      APR_UINT64_T_FMT " message(s)%s%s: %s (%" APR_UINT64_T_FMT
@@ -492,11 +510,17 @@ static void rx_loop(void)
             continue;
         }
         rx_flush_gap();
+        if (flags & BUS_FL_GAP) {
+            rx_report_gap("", 0, "the broker could not be reached for a "
+                          "while: messages of other servers published "
+                          "meanwhile did not arrive (how many is unknown)");
+            continue;
+        }
         if (!klen || (type != MWS_TEXT && type != MWS_BINARY)) {
             rx_report_gap("", 1, "it was malformed");
             continue;
         }
-        rx_deliver(key, (mws_msg_type)type, buf, len);
+        rx_deliver(key, (mws_msg_type)type, buf, len, want - 1);
         if (rx_out) {
             __atomic_store_n(&bus->bridge_next, rx_next, __ATOMIC_RELAXED);
         }

@@ -26,6 +26,9 @@ typedef struct mws_sub {
     struct mws_sub *c_next;               /* in the connection */
     struct mws_channel *ch;
     mws_conn *mc;
+    uint64_t from;                        /* the first message it gets:
+                                           * those published after it
+                                           * subscribed (log order)       */
 } mws_sub;
 
 typedef struct mws_channel {
@@ -82,10 +85,10 @@ static int channel_key(char *key, const mws_instance *inst,
 
 /* ---- local delivery ---------------------------------------------------- */
 
-/* Deliver to this child's subscribers of key.  Returns the number
- * reached. */
+/* Deliver message seq of the log to this child's subscribers of key that
+ * subscribed before it was published.  Returns the number reached. */
 static int deliver_local(const char *key, mws_msg_type type,
-                         const void *data, size_t len)
+                         const void *data, size_t len, uint64_t seq)
 {
     mws_channel *ch;
     mws_sub *s;
@@ -109,6 +112,9 @@ static int deliver_local(const char *key, mws_msg_type type,
         }
     }
     for (s = ch ? ch->subs : NULL; s; s = s->ch_next) {
+        if (s->from > seq) {
+            continue;       /* published before it subscribed */
+        }
         /* queueing takes only the target's lock, never ours twice */
         if (kick) {
             if (mws_queue_shared_claim(s->mc, type, sh, &claim) == MWS_OK) {
@@ -180,6 +186,7 @@ int mws_channels_subscribe(mws_conn *mc, const char *channel)
     }
     s->ch = ch;
     s->mc = mc;
+    s->from = mws_bus_head();
     s->ch_next = ch->subs;
     if (ch->subs) {
         ch->subs->ch_prev = s;
@@ -305,7 +312,7 @@ int mws_channels_publish_line(mws_instance *inst, const char *channel,
     }
     if (!mws_bus_available()) {
         /* no log (no WebSocketHandler line at start-up): this child only */
-        return deliver_local(key, type, data, len);
+        return deliver_local(key, type, data, len, UINT64_MAX);
     }
     if ((rv = mws_bus_publish(key, type, data, len)) != MWS_OK) {
         return rv;
@@ -353,7 +360,7 @@ static mws_instance *line_of(const char *key)
 }
 
 static void bus_deliver(const char *key, mws_msg_type type, const void *data,
-                        size_t len)
+                        size_t len, uint64_t seq)
 {
     mws_instance *inst = line_of(key);
 
@@ -364,7 +371,7 @@ static void bus_deliver(const char *key, mws_msg_type type, const void *data,
                             len);
         mws_instance_leave(prev);
     }
-    deliver_local(key, type, data, len);
+    deliver_local(key, type, data, len, seq);
 }
 
 static void call_gap(mws_instance *inst, const char *channel, uint64_t lost)

@@ -391,15 +391,18 @@ int mws_refuse_body(mws_request *r, const char *content_type,
  * behind the newest message loses the oldest ones (a gap). */
 #define MWS_BUS_SLOTS     16384
 #define MWS_BUS_DATA      (16 * 1024 * 1024)
-/* a message of the log, in log order, on the child's receive thread */
+/* a message of the log, in log order, on the child's receive thread;
+ * seq: its place in the log */
 typedef void mws_bus_deliver_fn(const char *key, mws_msg_type type,
-                                const void *data, size_t len);
+                                const void *data, size_t len, uint64_t seq);
 /* lost messages of key, or of channels no longer known (key "") */
 typedef void mws_bus_gap_fn(const char *key, uint64_t lost);
 int mws_bus_post_config(apr_pool_t *pconf, server_rec *s);
 void mws_bus_child_init(apr_pool_t *pchild, server_rec *s,
                         mws_bus_deliver_fn *deliver, mws_bus_gap_fn *gap);
 int mws_bus_available(void);
+/* the sequence number the next message will get (0 without a log) */
+uint64_t mws_bus_head(void);
 /* MWS_OK once the message has its place in the log; never waits.  With a
  * broker: MWS_ERR_UNAVAILABLE while it cannot be reached. */
 int mws_bus_publish(const char *key, mws_msg_type type, const void *data,
@@ -412,6 +415,9 @@ int mws_bus_broker_up(void);
 void mws_bus_broker_state(int up);    /* the bridge: up or not, and alive */
 int mws_bus_publish_in(const char *key, mws_msg_type type, const void *data,
                        size_t len);
+/* the bridge: its subscription was lost; children report a gap of an
+ * unknown number of messages (on_gap with lost 0) */
+int mws_bus_gap_in(void);
 /* the bridge's main loop: deliver gets every message published for the
  * broker, in log order; idle runs at least once a second */
 void mws_bus_bridge_run(server_rec *s, mws_bus_deliver_fn *deliver,

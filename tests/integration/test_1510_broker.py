@@ -15,6 +15,7 @@ WebSocketChannelScope shared by their /bus lines:
 
 Uses the test-only handler tests/handlers/bushandler.c.
 """
+import json
 import os
 import shutil
 import signal
@@ -207,7 +208,8 @@ def test_mws_1510_02_redis_down_at_start(two, redis):
 def test_mws_1510_03_redis_restart_mid_run(two, redis):
     a, b = two
     sa, sb, pa = a.ws("/bus"), b.ws("/bus"), a.ws("/bus")
-    wss = [sa, sb, pa]
+    qa, qb = a.ws("/bus"), b.ws("/bus")     # not subscribed: for stats
+    wss = [sa, sb, pa, qa, qb]
     try:
         for ws in (sa, sb):
             assert cmd(ws, "sub room") == "sub room 0"
@@ -215,6 +217,7 @@ def test_mws_1510_03_redis_restart_mid_run(two, redis):
         assert pub_rv(pa, "room", "before") >= 0
         assert read_texts(sb, 1, 10) == ["before"]
         assert read_texts(sa, 1, 10) == ["before"]
+        offset = a._log_size()
         redis.kill()
         assert wait_until(lambda: pub_rv(pa, "room", "down") == -7, timeout=10)
         # the WebSockets stay open
@@ -231,6 +234,12 @@ def test_mws_1510_03_redis_restart_mid_run(two, redis):
             got = read_texts(ws, 5, 10)
             assert "after" in got, got
             assert "down" not in got, got
+        # the children were told that messages may be missing: on_gap with
+        # channel "" (the handler notes "*") and lost 0 (unknown)
+        for ws in (qa, qb):
+            st = json.loads(cmd(ws, "stats"))
+            assert st["gaps"] >= 1 and "*" in st["gap_channels"].split(","), st
+        assert "MWS00167" in a.error_log_since(offset)
     finally:
         close_all(wss)
 
@@ -253,5 +262,35 @@ def test_mws_1510_04_flood_with_a_slow_subscriber(two):
         print("\n%s: flood of %d x 512 B over Redis: subscribers got %r"
               % (a.mpm, n, [len(g) for g in got]))
         assert idx[0] == list(range(n)) and idx[1] == list(range(n))
+    finally:
+        close_all(wss)
+
+
+def test_mws_1510_05_stopped_redis_never_stalls_publish(two, redis):
+    """Redis stopped (SIGSTOP: connections open, nothing answers): publish()
+    on a worker still returns at once; only the bridge waits (its 2 s
+    timeout), then reconnects when Redis runs again."""
+    a, b = two
+    pa, sb = a.ws("/bus"), b.ws("/bus")
+    wss = [pa, sb]
+    try:
+        assert cmd(sb, "sub st") == "sub st 0"
+        assert wait_until(lambda: publish_works(pa), timeout=10)
+        redis.proc.send_signal(signal.SIGSTOP)
+        try:
+            pa.send_message(OP_TEXT, "burst st 2000 s")
+            r = read_texts(pa, 1, 30)
+            assert r and r[0].startswith("burst "), r
+            _, ok, failed, usec, worst = r[0].split()
+            print("\n%s: 2000 publishes with Redis stopped: %d accepted, %d refused, "
+                  "%.1f ms in all, longest %d us" % (a.mpm, int(ok), int(failed),
+                                                     int(usec) / 1000.0, int(worst)))
+            assert int(ok) + int(failed) == 2000
+            assert int(worst) < 250000, worst
+        finally:
+            redis.proc.send_signal(signal.SIGCONT)
+        assert wait_until(lambda: pub_rv(pa, "st", "again") >= 0, timeout=20)
+        got = read_texts(sb, 2001, 15)
+        assert "again" in got, got[-3:]
     finally:
         close_all(wss)
