@@ -103,8 +103,13 @@ const char *mws_broker_cmd_url(cmd_parms *cmd, void *dconf, const char *arg)
     }
     else {
         broker.host = u.hostname;
-        broker.port = u.port_str ? (int)u.port : 6379;
-        if (broker.port <= 0 || broker.port > 65535) {
+        long port = u.port_str ? strtol(u.port_str, &end, 10) : 6379;
+
+        if (u.port_str && (*end || !*u.port_str)) {
+            port = 0;
+        }
+        broker.port = (port > 0 && port <= 65535) ? (int)port : 0;
+        if (!broker.port) {
             return apr_psprintf(cmd->pool, "WebSocketBroker: '%s': bad port",
                                 arg);
         }
