@@ -359,6 +359,8 @@ static struct {
     int mode;
     char host[64];
     struct sockaddr_in addr;
+    int port2;                  /* broadcast: every other receiver here   */
+    struct sockaddr_in addr2;
     int port;
     const char *path;
     const char *pub_path;
@@ -397,6 +399,8 @@ static void usage(FILE *f)
 "usage: wsload MODE [options]   (MODE: echo | hold | broadcast)\n"
 "common:\n"
 "  -p, --port PORT          server port on 127.0.0.1 (required)\n"
+"      --port2 PORT         broadcast: every other receiver connects to\n"
+"                           this port (a second server of a cluster)\n"
 "  -H, --host ADDR          a 127.0.0.0/8 address (default 127.0.0.1)\n"
 "  -P, --path PATH          request path (default /echo)\n"
 "  -c, --conns N            connections (echo, hold; default 1)\n"
@@ -514,6 +518,10 @@ static void parse_args(int argc, char **argv)
         else if (ARG("-p", "--port")) {
             NEEDV();
             opt.port = (int)parse_num(a, v, 1, 65535);
+        }
+        else if (ARG("--port2", "--port2")) {
+            NEEDV();
+            opt.port2 = (int)parse_num(a, v, 1, 65535);
         }
         else if (ARG("-H", "--host")) {
             NEEDV();
@@ -655,6 +663,9 @@ static void parse_args(int argc, char **argv)
     if ((ntohl(opt.addr.sin_addr.s_addr) >> 24) != 127)
         die("--host '%s' is not a loopback address (127.0.0.0/8 only)",
             opt.host);
+    opt.addr2 = opt.addr;
+    if (opt.port2)
+        opt.addr2.sin_port = htons((uint16_t)opt.port2);
     if (opt.conn_rate < 0)
         opt.conn_rate = opt.mode == MODE_HOLD ? 1000 : 0;
     if (opt.mode == MODE_BROADCAST && opt.receivers + 1 > MAX_CONNS)
@@ -1059,7 +1070,9 @@ static void conn_start(conn *c, int role)
     c->fd = fd;
     c->state = ST_CONNECTING;
     st.handshaking++;
-    if (connect(fd, (struct sockaddr *)&opt.addr, sizeof(opt.addr)) != 0 &&
+    if (connect(fd, (struct sockaddr *)(role == ROLE_RECV && opt.port2 &&
+                                        (c->id & 1) ? &opt.addr2 : &opt.addr),
+                sizeof(opt.addr)) != 0 &&
         errno != EINPROGRESS) {
         char why[96];
         snprintf(why, sizeof(why), "connect: %s", strerror(errno));
