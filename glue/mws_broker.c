@@ -276,6 +276,10 @@ static void br_pub_connect(void)
     br_state();
 }
 
+/* The publishing connection failed (Redis restarted: it is stale).  The
+ * state is not announced here: the caller connects again at once, and
+ * only a failure of that says "down" (publishers would otherwise see a
+ * moment of MWS_ERR_UNAVAILABLE after every Redis restart). */
 static void br_pub_lost(void)
 {
     if (pub_ctx) {
@@ -284,7 +288,6 @@ static void br_pub_lost(void)
     }
     pub_ok = 0;
     pub_retry_at = 0;
-    br_state();
 }
 
 static void br_drop(const char *key)
@@ -343,6 +346,7 @@ static void br_out(const char *key, mws_msg_type type, const void *data,
         br_pub_lost();          /* Redis went away: once more, at once */
     }
     free(msg);
+    br_state();                 /* down, if that did not help */
     br_drop(key);
 }
 
