@@ -28,6 +28,7 @@
 static int pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
 {
     mws_instance_pre_config(pconf);
+    mws_broker_pre_config();
     mws_reassembly_limit = MWS_DEFAULT_REASSEMBLY;
     return mws_limits_pre_config(pconf);
 }
@@ -285,7 +286,7 @@ static void child_init(apr_pool_t *pchild, server_rec *s)
     mws_stats_child_init(pchild, s, mws_instances);
     mws_channels_child_init(pchild, s);
     mws_instance_child_init(pchild, s);
-    mws_channels_start(pchild, s);
+    mws_channels_start(pchild, s, mws_instances);
 }
 
 /* Graceful stop or restart of this child (worker, event; prefork runs it
@@ -319,18 +320,21 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog,
         || (rv = mws_stats_post_config(pconf, s)) != OK) {
         return rv;
     }
-    return mws_sockdir_post_config(pconf, ptemp, s, mws_instances->nelts);
+    if (!mws_instances->nelts) {
+        return OK;              /* no handler: nobody publishes */
+    }
+    if ((rv = mws_bus_post_config(pconf, s)) != OK) {
+        return rv;
+    }
+    return mws_broker_post_config(pconf, s);
 }
 
 /* Also for httpd -t: what would make the start fail, without changing
- * anything. */
+ * anything (a handler's check_options). */
 static int check_config(apr_pool_t *pconf, apr_pool_t *plog,
                         apr_pool_t *ptemp, server_rec *s)
 {
-    if (mws_instance_check_config(s) != OK) {
-        return !OK;
-    }
-    return mws_sockdir_check_config(ptemp, s, mws_instances->nelts);
+    return mws_instance_check_config(s) != OK ? !OK : OK;
 }
 
 static void register_hooks(apr_pool_t *p)
@@ -343,7 +347,6 @@ static void register_hooks(apr_pool_t *p)
     ap_hook_handler(ws_handler, NULL, NULL, APR_HOOK_MIDDLE);
     mws_driver_register_hooks();
     mws_status_register_hooks(p);
-    mws_xchild_register_hooks();
 }
 
 AP_DECLARE_MODULE(websocket) = {

@@ -1,21 +1,11 @@
 /*
  * mws_channels.c -- channels: the subscriptions of this child's connections,
- * scoped per handler instance, local delivery, and publish (here, then to
- * the other children through mws_xchild.c).
+ * scoped per handler instance, publish (into the channel log of
+ * mws_bus.c), and the delivery of what the log holds, in its order, to this
+ * child's subscribers and to the handlers' on_publish and on_gap.
  */
-#include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/types.h>
-#include <sys/un.h>
-#include <unistd.h>
-#include <dirent.h>
 
 #include "apr_strings.h"
 #include "apr_hash.h"
@@ -23,11 +13,6 @@
 #include "http_core.h"
 #include "http_log.h"
 #include "ap_mpm.h"
-#include "scoreboard.h"
-#include "mpm_common.h"
-#include "unixd.h"
-#include "http_connection.h"
-#include "util_filter.h"
 
 #include "mws_private.h"
 
@@ -41,6 +26,9 @@ typedef struct mws_sub {
     struct mws_sub *c_next;               /* in the connection */
     struct mws_channel *ch;
     mws_conn *mc;
+    uint64_t from;                        /* the first message it gets:
+                                           * those published after it
+                                           * subscribed (log order)       */
 } mws_sub;
 
 typedef struct mws_channel {
@@ -97,10 +85,10 @@ static int channel_key(char *key, const mws_instance *inst,
 
 /* ---- local delivery ---------------------------------------------------- */
 
-/* Deliver to this child's subscribers of key.  Returns the number
- * reached. */
+/* Deliver message seq of the log to this child's subscribers of key that
+ * subscribed before it was published.  Returns the number reached. */
 static int deliver_local(const char *key, mws_msg_type type,
-                         const void *data, size_t len)
+                         const void *data, size_t len, uint64_t seq)
 {
     mws_channel *ch;
     mws_sub *s;
@@ -124,6 +112,9 @@ static int deliver_local(const char *key, mws_msg_type type,
         }
     }
     for (s = ch ? ch->subs : NULL; s; s = s->ch_next) {
+        if (s->from > seq) {
+            continue;       /* published before it subscribed */
+        }
         /* queueing takes only the target's lock, never ours twice */
         if (kick) {
             if (mws_queue_shared_claim(s->mc, type, sh, &claim) == MWS_OK) {
@@ -195,6 +186,7 @@ int mws_channels_subscribe(mws_conn *mc, const char *channel)
     }
     s->ch = ch;
     s->mc = mc;
+    s->from = mws_bus_head();
     s->ch_next = ch->subs;
     if (ch->subs) {
         ch->subs->ch_prev = s;
@@ -282,13 +274,29 @@ int mws_channels_publish(const char *channel, mws_msg_type type,
                                      data, len);
 }
 
-/* publish() to a channel of inst's line (NULL: only "server:" names). */
+/* The number of this child's subscribers of key now. */
+static int local_count(const char *key)
+{
+    mws_channel *ch;
+    int n;
+
+    pthread_mutex_lock(&ps_lock);
+    ch = channels ? apr_hash_get(channels, key, APR_HASH_KEY_STRING) : NULL;
+    n = ch ? (int)ch->n : 0;
+    pthread_mutex_unlock(&ps_lock);
+    return n;
+}
+
+/* publish() to a channel of inst's line (NULL: only "server:" names).
+ * The message takes its place in the channel log and the call returns:
+ * every child, this one too, delivers it from the log on its receive
+ * thread, so that every subscriber sees one order. */
 int mws_channels_publish_line(mws_instance *inst, const char *channel,
                               mws_msg_type type, const void *data,
                               size_t len)
 {
     char key[MWS_KEY_MAX + 1];
-    int local, rv;
+    int rv;
 
     if ((type != MWS_TEXT && type != MWS_BINARY) || (len && !data)) {
         return MWS_ERR_INVALID;
@@ -302,9 +310,14 @@ int mws_channels_publish_line(mws_instance *inst, const char *channel,
     if (len > MWS_PUBLISH_MAX) {
         return MWS_ERR_TOO_BIG;
     }
-    local = deliver_local(key, type, data, len);
-    mws_xchild_send(key, type, data, len);
-    return local;
+    if (!mws_bus_available()) {
+        /* no log (no WebSocketHandler line at start-up): this child only */
+        return deliver_local(key, type, data, len, UINT64_MAX);
+    }
+    if ((rv = mws_bus_publish(key, type, data, len)) != MWS_OK) {
+        return rv;
+    }
+    return local_count(key);
 }
 
 /* The table goes last, after every on_close and shutdown() of the child's
@@ -330,11 +343,65 @@ void mws_channels_child_init(apr_pool_t *pchild, server_rec *s)
     mws_conn_on_end(drop_conn);
 }
 
-/* A message from another child. */
-static void deliver_remote(const char *key, mws_msg_type type,
-                           const void *data, size_t len)
+/* ---- what the log delivers (the receive thread) ------------------------ */
+
+/* The lines whose handlers want on_publish or on_gap, by scope; fixed
+ * before the receive thread starts. */
+static apr_hash_t *bus_lines;
+static apr_array_header_t *gap_lines;     /* of mws_instance *            */
+
+static mws_instance *line_of(const char *key)
 {
-    deliver_local(key, type, data, len);
+    if (!bus_lines || strlen(key) <= MWS_SCOPE_HEX
+        || key[MWS_SCOPE_HEX] != '/') {
+        return NULL;
+    }
+    return apr_hash_get(bus_lines, key, MWS_SCOPE_HEX);
+}
+
+static void bus_deliver(const char *key, mws_msg_type type, const void *data,
+                        size_t len, uint64_t seq)
+{
+    mws_instance *inst = line_of(key);
+
+    if (inst && MWS_H_HAS(inst->h, on_publish)) {
+        mws_call prev = mws_instance_enter(inst, "on_publish");
+
+        inst->h->on_publish(inst->data, key + MWS_SCOPE_HEX + 1, type, data,
+                            len);
+        mws_instance_leave(prev);
+    }
+    deliver_local(key, type, data, len, seq);
+}
+
+static void call_gap(mws_instance *inst, const char *channel, uint64_t lost)
+{
+    mws_call prev = mws_instance_enter(inst, "on_gap");
+
+    inst->h->on_gap(inst->data, channel, lost);
+    mws_instance_leave(prev);
+}
+
+/* Lost messages of key; key "": of channels no longer known, which every
+ * line may have had, as may "server:" channels. */
+static void bus_gap(const char *key, uint64_t lost)
+{
+    mws_instance *inst;
+    int i;
+
+    if (*key && (inst = line_of(key)) != NULL) {
+        if (MWS_H_HAS(inst->h, on_gap)) {
+            call_gap(inst, key + MWS_SCOPE_HEX + 1, lost);
+        }
+        return;
+    }
+    if (*key && strncmp(key, MWS_SERVER_PREFIX,
+                        sizeof(MWS_SERVER_PREFIX) - 1)) {
+        return;                 /* a line of no handler here */
+    }
+    for (i = 0; gap_lines && i < gap_lines->nelts; ++i) {
+        call_gap(APR_ARRAY_IDX(gap_lines, i, mws_instance *), key, lost);
+    }
 }
 
 /* The child exits: no new subscriptions from here on. */
@@ -346,12 +413,31 @@ static apr_status_t channels_stopping(void *unused)
     return APR_SUCCESS;
 }
 
-/* After the handlers' init: channels reach the other children now. */
-void mws_channels_start(apr_pool_t *pchild, server_rec *s)
+/* After the handlers' init: the log is read from here on.  instances: the
+ * WebSocketHandler lines (mws_instance *). */
+void mws_channels_start(apr_pool_t *pchild, server_rec *s,
+                        apr_array_header_t *instances)
 {
-    mws_xchild_child_init(pchild, s, deliver_remote);
+    int i;
+
+    bus_lines = apr_hash_make(pchild);
+    gap_lines = apr_array_make(pchild, 4, sizeof(mws_instance *));
+    for (i = 0; instances && i < instances->nelts; ++i) {
+        mws_instance *inst = APR_ARRAY_IDX(instances, i, mws_instance *);
+
+        if (!inst->ready) {
+            continue;
+        }
+        if (MWS_H_HAS(inst->h, on_publish) || MWS_H_HAS(inst->h, on_gap)) {
+            apr_hash_set(bus_lines, inst->scope, MWS_SCOPE_HEX, inst);
+        }
+        if (MWS_H_HAS(inst->h, on_gap)) {
+            APR_ARRAY_PUSH(gap_lines, mws_instance *) = inst;
+        }
+    }
+    mws_bus_child_init(pchild, s, bus_deliver, bus_gap);
     /* registered last so that it runs first when the child pool dies,
-     * before the transport closes */
+     * before the receive thread stops */
     apr_pool_cleanup_register(pchild, NULL, channels_stopping,
                               apr_pool_cleanup_null);
 }

@@ -444,6 +444,15 @@ const command_rec mws_cmds[] = {
                   "'auto' (the default: idle connections wait without a "
                   "thread where the MPM allows it) or 'blocking' (a thread "
                   "per connection)"),
+    AP_INIT_TAKE1("WebSocketBroker", mws_broker_cmd_url, NULL, RSRC_CONF,
+                  "redis://[user:password@]host[:port][/db] or "
+                  "unix:/path/redis.sock: channels across servers"),
+    AP_INIT_TAKE1("WebSocketBrokerNamespace", mws_broker_cmd_ns, NULL,
+                  RSRC_CONF, "the prefix of this server's channels on the "
+                  "broker (default mws)"),
+    AP_INIT_TAKE1("WebSocketChannelScope", mws_broker_cmd_scope, NULL, DCONF,
+                  "a name: the channels of the WebSocketHandler line before "
+                  "it are those of every line with this name"),
     AP_INIT_TAKE_ARGV("WebSocketOrigin", cmd_origin, NULL, DCONF,
                       "which Origin headers may open a WebSocket: 'same' "
                       "(the default), 'any', or a list of origins"),

@@ -355,7 +355,7 @@ typedef struct mws_drive {
 /*
  * The glue's files, top to bottom (docs/design.md).  A file calls only the
  * files below it; where a lower one must reach up, the upper one installs a
- * callback (mws_driver_ops, mws_conn_on_end, mws_xchild_init's deliver).
+ * callback (mws_driver_ops, mws_conn_on_end, mws_bus_child_init's deliver).
  */
 
 /* ---- mws_status.c: the WebSocket section of mod_status ---------------- */
@@ -402,10 +402,19 @@ struct mws_request {
 #define MWS_REFUSE_BODY_MAX 8192
 extern const mws_host mws_host_table;
 
+/* ---- mws_broker.c: channels across servers (WebSocketBroker, Redis) ---- */
+void mws_broker_pre_config(void);
+int mws_broker_post_config(apr_pool_t *pconf, server_rec *s);
+const char *mws_broker_cmd_url(cmd_parms *cmd, void *dconf, const char *arg);
+const char *mws_broker_cmd_ns(cmd_parms *cmd, void *dconf, const char *arg);
+const char *mws_broker_cmd_scope(cmd_parms *cmd, void *dconf,
+                                 const char *arg);
+
 /* ---- mws_channels.c: subscriptions, scopes, publish --------------------- */
 void mws_channels_scope(mws_instance *inst, const char *ident);
 void mws_channels_child_init(apr_pool_t *pchild, server_rec *s);
-void mws_channels_start(apr_pool_t *pchild, server_rec *s);
+void mws_channels_start(apr_pool_t *pchild, server_rec *s,
+                        apr_array_header_t *instances);
 int mws_channels_subscribe(mws_conn *mc, const char *channel);
 int mws_channels_unsubscribe(mws_conn *mc, const char *channel);
 int mws_channels_publish_line(mws_instance *inst, const char *channel,
@@ -432,38 +441,47 @@ int mws_refuse_body(mws_request *r, const char *content_type,
      && (h)->struct_size >= offsetof(mws_handler, m) + sizeof((h)->m) \
      && (h)->m != NULL)
 
-/* ---- mws_xchild.c: channels across child processes --------------------- */
+/* ---- mws_bus.c: channels across child processes ------------------------- */
 #define MWS_CHANNEL_MAX   200          /* bytes of a channel name         */
-/* the key of a channel in the table and on the wire: the name itself for
+/* the key of a channel in the table and in the log: the name itself for
  * "server:" names, else "<scope>/<name>" */
 #define MWS_KEY_MAX       (MWS_SCOPE_HEX + 1 + MWS_CHANNEL_MAX)
-/* delivers a message that arrived from another child (key: scoped name) */
-typedef void mws_xchild_deliver_fn(const char *key, mws_msg_type type,
-                                   const void *data, size_t len);
-void mws_xchild_child_init(apr_pool_t *pchild, server_rec *s,
-                           mws_xchild_deliver_fn *deliver);
-void mws_xchild_send(const char *key, mws_msg_type type, const void *data,
-                     size_t len);
-void mws_xchild_register_hooks(void);
-
-/* ---- mws_sockdir.c: the folder of the children's sockets --------------- */
-typedef struct mws_sockdir_t {
-    const char *path;            /* absolute, or NULL: no cross-child     */
-    int fd;                      /* opened by the parent without following
-                                  * links (inherited by the children)     */
-    int root;                    /* it is root's: children bind as root   */
-} mws_sockdir_t;
-extern mws_sockdir_t mws_sockdir;
-#define MWS_SOCKNAME_MAX  (sizeof("/4294967295.sock"))
-void mws_sockdir_name(char *buf, size_t cap, pid_t pid);
-/* the socket path of pid; 0 if it does not fit (refused at start-up) */
-int mws_sockdir_path(char *buf, size_t cap, pid_t pid);
-/* remove the socket called name in the folder: a socket only, never what
- * a link points to */
-void mws_sockdir_unlink(const char *name);
-int mws_sockdir_check_config(apr_pool_t *ptemp, server_rec *s, int ninst);
-int mws_sockdir_post_config(apr_pool_t *pconf, apr_pool_t *ptemp,
-                            server_rec *s, int ninst);
+/* The channel log in shared memory (docs/design.md): a child that falls
+ * more than MWS_BUS_SLOTS messages, or MWS_BUS_DATA bytes of payload,
+ * behind the newest message loses the oldest ones (a gap). */
+#define MWS_BUS_SLOTS     16384
+#define MWS_BUS_DATA      (16 * 1024 * 1024)
+/* a message of the log, in log order, on the child's receive thread;
+ * seq: its place in the log */
+typedef void mws_bus_deliver_fn(const char *key, mws_msg_type type,
+                                const void *data, size_t len, uint64_t seq);
+/* lost messages of key, or of channels no longer known (key "") */
+typedef void mws_bus_gap_fn(const char *key, uint64_t lost);
+int mws_bus_post_config(apr_pool_t *pconf, server_rec *s);
+void mws_bus_child_init(apr_pool_t *pchild, server_rec *s,
+                        mws_bus_deliver_fn *deliver, mws_bus_gap_fn *gap);
+int mws_bus_available(void);
+/* the sequence number the next message will get (0 without a log) */
+uint64_t mws_bus_head(void);
+/* MWS_OK once the message has its place in the log; never waits.  With a
+ * broker: MWS_ERR_UNAVAILABLE while it cannot be reached. */
+int mws_bus_publish(const char *key, mws_msg_type type, const void *data,
+                    size_t len);
+/* with a broker (mws_broker.c): this generation sends its messages out
+ * through the bridge process, which puts what the broker delivers back
+ * into the log (publish_in), in the broker's order */
+void mws_bus_set_broker(int on);
+int mws_bus_broker_up(void);
+void mws_bus_broker_state(int up);    /* the bridge: up or not, and alive */
+int mws_bus_publish_in(const char *key, mws_msg_type type, const void *data,
+                       size_t len);
+/* the bridge: its subscription was lost; children report a gap of an
+ * unknown number of messages (on_gap with lost 0) */
+int mws_bus_gap_in(void);
+/* the bridge's main loop: deliver gets every message published for the
+ * broker, in log order; idle runs at least once a second */
+void mws_bus_bridge_run(server_rec *s, mws_bus_deliver_fn *deliver,
+                        mws_bus_gap_fn *gap, void (*idle)(void));
 
 /* ---- mws_registry.c: this child's open connections --------------------- */
 void mws_registry_init(apr_pool_t *p);

@@ -69,7 +69,10 @@ typedef enum {
                            *   channel without "server:"; 1.1:
                            *   shared_create() outside init_server(),
                            *   shared_lock() without shared memory */
-    MWS_ERR_NOTFOUND= -6  /**< no such header, option, timer, ...        */
+    MWS_ERR_NOTFOUND= -6, /**< no such header, option, timer, ...        */
+    MWS_ERR_UNAVAILABLE = -7  /**< 1.1: publish() with a WebSocketBroker
+                           *   that cannot be reached now: the message
+                           *   reaches nobody; try again later */
 } mws_status;
 
 /** The largest message publish() carries across child processes. */
@@ -254,11 +257,14 @@ typedef struct mws_host {
      *  (init, on_open, on_message, on_fragment, on_close, a timer,
      *  shutdown); outside a callback (a thread of the handler's own) only
      *  "server:" channels can be published to, others fail with
-     *  MWS_ERR_STATE.  Text must be UTF-8.  A message for other child
-     *  processes travels as one socket message, so it may be at most
-     *  64 KiB (MWS_PUBLISH_MAX): larger ones fail with MWS_ERR_TOO_BIG and
-     *  reach nobody.  Returns the number of receivers in this child
-     *  process, or a negative mws_status. */
+     *  MWS_ERR_STATE.  Text must be UTF-8.  At most 64 KiB
+     *  (MWS_PUBLISH_MAX): larger ones fail with MWS_ERR_TOO_BIG and reach
+     *  nobody.  Never waits for another process or client: the message goes
+     *  into the server's channel log, and every subscriber in every child
+     *  receives a channel's messages in the order publishes were accepted
+     *  (docs/handlers.md).  With a WebSocketBroker that cannot be reached,
+     *  MWS_ERR_UNAVAILABLE (1.1).  Returns the number of subscribers in
+     *  this child process, or a negative mws_status. */
     int (*publish)(const char *channel, mws_msg_type type, const void *data,
                    size_t len);
 
@@ -434,7 +440,9 @@ typedef struct mws_handler {
      * 1.1, optional.  This child process missed `lost` messages of channel
      * (it fell behind past the delivery bound): subscribers did not receive
      * them and on_publish did not see them.  Rebuild replicated state here
-     * (e.g. from shared memory).
+     * (e.g. from shared memory).  channel "" means the channels are not
+     * known (the child was lapped: lost counts every channel's messages);
+     * lost 0 means an unknown number (a broker outage).
      */
     void (*on_gap)(void *instance, const char *channel, uint64_t lost);
 

@@ -35,7 +35,9 @@
 #   BENCH_HOLD [1000]        idle connections in the hold test
 #   BENCH_HOLD_SECS [10]     how long they are held
 #   BENCH_RECEIVERS [1000]   broadcast receivers
-#   BENCH_MESSAGES [200]     broadcast messages (closed loop, one at a time)
+#   BENCH_MESSAGES [200]     broadcast messages (closed loop)
+#   BENCH_BC_WINDOW [1]      broadcast: messages not yet fully fanned out at
+#                            most (1: one at a time)
 #   BENCH_SERVER_LIMIT [4]   httpd ServerLimit (= StartServers), both httpds
 #   BENCH_TPC [25]           ThreadsPerChild of the mod_websocket httpd: the
 #                            parked driver needs no thread per idle
@@ -512,7 +514,7 @@ for rep in $(seq 1 "$BC_REPEAT"); do
             port=$FAN_PORT; pid=$FAN_PID
         fi
         run "peer=$peer test=bcast$RECEIVERS rep=$rep" broadcast -p "$port" \
-            -P "/chat?room=bench" -r "$RECEIVERS" -m "$MESSAGES" -w 1 \
+            -P "/chat?room=bench" -r "$RECEIVERS" -m "$MESSAGES" -w "${BENCH_BC_WINDOW:-1}" \
             --conn-rate 1000 --inflight 200 --msg-timeout 5 --settle 1 \
             --server-pid "$pid"
         sleep 2

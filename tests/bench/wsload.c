@@ -359,6 +359,8 @@ static struct {
     int mode;
     char host[64];
     struct sockaddr_in addr;
+    int port2;                  /* broadcast: every other receiver here   */
+    struct sockaddr_in addr2;
     int port;
     const char *path;
     const char *pub_path;
@@ -397,6 +399,8 @@ static void usage(FILE *f)
 "usage: wsload MODE [options]   (MODE: echo | hold | broadcast)\n"
 "common:\n"
 "  -p, --port PORT          server port on 127.0.0.1 (required)\n"
+"      --port2 PORT         broadcast: every other receiver connects to\n"
+"                           this port (a second server of a cluster)\n"
 "  -H, --host ADDR          a 127.0.0.0/8 address (default 127.0.0.1)\n"
 "  -P, --path PATH          request path (default /echo)\n"
 "  -c, --conns N            connections (echo, hold; default 1)\n"
@@ -514,6 +518,10 @@ static void parse_args(int argc, char **argv)
         else if (ARG("-p", "--port")) {
             NEEDV();
             opt.port = (int)parse_num(a, v, 1, 65535);
+        }
+        else if (ARG("--port2", "--port2")) {
+            NEEDV();
+            opt.port2 = (int)parse_num(a, v, 1, 65535);
         }
         else if (ARG("-H", "--host")) {
             NEEDV();
@@ -655,6 +663,9 @@ static void parse_args(int argc, char **argv)
     if ((ntohl(opt.addr.sin_addr.s_addr) >> 24) != 127)
         die("--host '%s' is not a loopback address (127.0.0.0/8 only)",
             opt.host);
+    opt.addr2 = opt.addr;
+    if (opt.port2)
+        opt.addr2.sin_port = htons((uint16_t)opt.port2);
     if (opt.conn_rate < 0)
         opt.conn_rate = opt.mode == MODE_HOLD ? 1000 : 0;
     if (opt.mode == MODE_BROADCAST && opt.receivers + 1 > MAX_CONNS)
@@ -848,6 +859,7 @@ typedef struct conn {
 
     /* broadcast */
     int probed;
+    unsigned long long last_seq;   /* the last measured message it got */
 } conn;
 
 static int epfd = -1;
@@ -1058,7 +1070,9 @@ static void conn_start(conn *c, int role)
     c->fd = fd;
     c->state = ST_CONNECTING;
     st.handshaking++;
-    if (connect(fd, (struct sockaddr *)&opt.addr, sizeof(opt.addr)) != 0 &&
+    if (connect(fd, (struct sockaddr *)(role == ROLE_RECV && opt.port2 &&
+                                        (c->id & 1) ? &opt.addr2 : &opt.addr),
+                sizeof(opt.addr)) != 0 &&
         errno != EINPROGRESS) {
         char why[96];
         snprintf(why, sizeof(why), "connect: %s", strerror(errno));
@@ -1813,6 +1827,7 @@ static struct {
     uint64_t first_send, last_delivery, last_send;
     hist lat;                  /* per delivery                            */
     hist fan;                  /* per message: until the last receiver    */
+    uint64_t order_bad;        /* a message after a later one (receiver)  */
     int measuring;
     char *buf;
     size_t bufcap;
@@ -1892,6 +1907,12 @@ static void bcast_message(conn *c, int op, const uint8_t *p, size_t len)
     if (!bc.measuring || seq >= (unsigned long long)bc.next_seq ||
         bc.sent_ts[seq] != ts)
         return;
+    /* every receiver gets the messages in the order they were sent (one
+     * publisher: its order is the channel's) */
+    if (seq <= c->last_seq)
+        bc.order_bad++;
+    else
+        c->last_seq = seq;
     now = now_ns();
     bc.deliveries++;
     bc.last_delivery = now;
@@ -2017,7 +2038,8 @@ static int run_broadcast(void)
     printf("%s%smode=broadcast receivers=%d open=%d probed=%d messages=%d"
            " sent=%d expected=%llu delivered=%llu incomplete=%d secs=%.3f"
            " deliveries_per_s=%.0f lat_p50_us=%.0f lat_p99_us=%.0f"
-           " lat_max_us=%.0f fanout_p50_us=%.0f fanout_p99_us=%.0f",
+           " lat_max_us=%.0f fanout_p50_us=%.0f fanout_p99_us=%.0f"
+           " order_violations=%llu",
            opt.tag, opt.tag[0] ? " " : "", opt.receivers, open, bc.probed,
            opt.messages, bc.next_seq - 1,
            (unsigned long long)bc.nrecv * (unsigned long long)opt.messages,
@@ -2025,7 +2047,7 @@ static int run_broadcast(void)
            secs > 0 ? (double)bc.deliveries / secs : 0,
            hist_q(&bc.lat, 0.50), hist_q(&bc.lat, 0.99),
            (double)(bc.lat.max_ns / 1000), hist_q(&bc.fan, 0.50),
-           hist_q(&bc.fan, 0.99));
+           hist_q(&bc.fan, 0.99), (unsigned long long)bc.order_bad);
     if (opt.npids)
         printf(" rss_before_kb=%ld rss_during_kb=%ld threads_during=%ld"
                " server_cpu_s=%.2f server_cpu_us_per_delivery=%.2f",

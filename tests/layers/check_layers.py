@@ -15,8 +15,8 @@ import sys
 LAYERS = [
     "mod_websocket.c", "glue/mws_status.c",
     "glue/mws_config.c", "glue/mws_instance.c", "glue/mws_origin.c",
-    "glue/mws_host.c", "glue/mws_linemem.c",
-    "glue/mws_channels.c", "glue/mws_xchild.c", "glue/mws_sockdir.c",
+    "glue/mws_host.c", "glue/mws_linemem.c", "glue/mws_broker.c",
+    "glue/mws_channels.c", "glue/mws_bus.c",
     "glue/mws_registry.c",
     "glue/mws_driver.c", "glue/mws_park.c", "glue/mws_wakeq.c",
     "glue/mws_blocking.c",
