@@ -169,9 +169,41 @@ static int open_handler(request_rec *r, const mws_dir_conf *d, mws_conn *mc,
     return refuse(r, status, "refused by the handler");
 }
 
+/* permessage-deflate (RFC 7692), where the section compresses: the first
+ * acceptable offer of the client's, in its order.  Returns the response's
+ * Sec-WebSocket-Extensions value, or NULL (declined: no compression). */
+static const char *negotiate_deflate(request_rec *r, mws_conn *mc)
+{
+    const mws_limits *l = &mc->limits;
+    const char *offers;
+    ws_pmd_policy pol;
+    char resp[WS_PMD_RESPONSE_MAX];
+
+    if (l->compression == MWS_COMPRESS_OFF
+        || !(offers = apr_table_get(r->headers_in,
+                                    "Sec-WebSocket-Extensions"))) {
+        return NULL;
+    }
+    pol.context_takeover = l->compression == MWS_COMPRESS_CONTEXT;
+    pol.max_window_bits = l->window_bits;
+    if (!ws_pmd_negotiate(offers, &pol, &mc->pmd_params, resp)) {
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, MWS_LOGNO(00100)
+                      "ws(%" APR_UINT64_T_FMT "): no acceptable "
+                      "permessage-deflate offer in '%s': uncompressed",
+                      (apr_uint64_t)mc->id, offers);
+        return NULL;
+    }
+    mc->pmd = 1;
+    ap_log_rerror(APLOG_MARK, APLOG_TRACE1, 0, r,
+                  "ws(%" APR_UINT64_T_FMT "): %s", (apr_uint64_t)mc->id,
+                  resp);
+    return apr_pstrdup(r->pool, resp);
+}
+
 /* The 101, then the connection's bytes are WebSocket frames. */
 static void switch_protocols(request_rec *r, const mws_dir_conf *d,
-                             mws_conn *mc, const mws_request *req)
+                             mws_conn *mc, const mws_request *req,
+                             const char *extensions)
 {
     char accept[WS_ACCEPT_LEN + 1];
 
@@ -186,6 +218,10 @@ static void switch_protocols(request_rec *r, const mws_dir_conf *d,
     if (req->chosen) {
         apr_table_setn(r->headers_out, "Sec-WebSocket-Protocol",
                        req->chosen);
+    }
+    if (extensions) {
+        apr_table_setn(r->headers_out, "Sec-WebSocket-Extensions",
+                       extensions);
     }
     /* headers the handler set go out with the 101 */
     apr_table_do(copy_header, r->headers_out, r->err_headers_out, NULL);
@@ -209,6 +245,7 @@ static int ws_handler(request_rec *r)
     mws_limit_hold hold;
     mws_limits limits;
     mws_conn *mc;
+    const char *extensions;
     int status;
 
     if (!r->handler || strcmp(r->handler, MWS_HANDLER_NAME)) {
@@ -233,11 +270,13 @@ static int ws_handler(request_rec *r)
     }
     mc->hold = hold;            /* given back when the connection ends */
     mws_registry_add(mc);
+    /* before on_open, so that compressed() tells the handler */
+    extensions = negotiate_deflate(r, mc);
     if ((status = open_handler(r, d, mc, &req)) != 0) {
         return status;
     }
     mc->opened = 1;
-    switch_protocols(r, d, mc, &req);
+    switch_protocols(r, d, mc, &req, extensions);
     mws_conn_start(mc, d->driver != MWS_DRIVER_BLOCKING);
     return OK;
 }
@@ -245,6 +284,7 @@ static int ws_handler(request_rec *r)
 static void child_init(apr_pool_t *pchild, server_rec *s)
 {
     mws_registry_init(pchild);
+    mws_pmd_child_init(pchild);
     mws_driver_child_init(pchild, s);
     mws_limits_child_init(pchild, s);
     mws_channels_child_init(pchild, s);

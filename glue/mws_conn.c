@@ -99,6 +99,7 @@ void mws_conn_release(mws_conn *mc)
     pthread_mutex_unlock(&mc->lock);
     if (left == 0) {
         mws_queue_free_all(mc);
+        mws_queue_pmd_free(mc);
         free(mc->close_reason);
         pthread_cond_destroy(&mc->io_cond);
         pthread_mutex_destroy(&mc->lock);
