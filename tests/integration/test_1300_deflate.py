@@ -499,3 +499,31 @@ def test_mws_1300_16_config_errors(zenv, line, msg):
     assert r.returncode != 0
     assert msg in r.stderr, r.stderr
     assert "line 4" in r.stderr or "bad.conf" in r.stderr, r.stderr
+
+
+# ---- Node's ws, another real client --------------------------------------------
+
+NODE_MODULES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench", "node",
+                            "node_modules")
+
+
+@pytest.mark.parametrize("path,want", [
+    ("/z", {"server_no_context_takeover": True, "client_no_context_takeover": True}),
+    ("/zctx", {"server_max_window_bits": 11, "client_max_window_bits": 11}),
+    ("/zctx15", {}),
+    ("/zoff", None),
+])
+def test_mws_1300_17_node_ws_client(zenv, path, want):
+    import json
+    import shutil
+    if not shutil.which("node") or not os.path.isdir(os.path.join(NODE_MODULES, "ws")):
+        pytest.skip("node or ws missing (cd tests/bench/node && npm ci)")
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "deflate_node_client.js")
+    r = subprocess.run(["node", script, zenv.ws_url(path)], capture_output=True, text=True,
+                       timeout=90, env=dict(os.environ, NODE_PATH=NODE_MODULES))
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out.get("ok"), (out, r.stderr)
+    assert out["code"] == 1000, out
+    # the parameters ws took from our response
+    assert out["extensions"] == ("" if want is None else PMD), out
+    assert out["params"] == want, out
