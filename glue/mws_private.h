@@ -189,6 +189,11 @@ typedef struct mws_out {
 
 mws_shared *mws_shared_frame(mws_msg_type type, const void *data,
                              size_t len);
+/* the same, compressed once for every receiver without context takeover
+ * that agreed on this window (permessage-deflate); NULL: no memory */
+mws_shared *mws_shared_frame_pmd(mws_msg_type type, const void *data,
+                                 size_t len, unsigned window_bits,
+                                 unsigned mem_level);
 void mws_shared_release(mws_shared *sh);
 
 typedef struct mws_outq {

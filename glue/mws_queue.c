@@ -71,6 +71,23 @@ mws_shared *mws_shared_frame(mws_msg_type type, const void *data,
     return sh;
 }
 
+mws_shared *mws_shared_frame_pmd(mws_msg_type type, const void *data,
+                                 size_t len, unsigned window_bits,
+                                 unsigned mem_level)
+{
+    ws_deflater *d = mws_pmd_thread_deflater(window_bits, mem_level);
+    size_t flen;
+    mws_shared *sh = d ? mws_pmd_frame(d, sizeof(*sh), 1, 1, (ws_opcode)type,
+                                       data, len, 1, &flen)
+                       : NULL;
+
+    if (sh) {
+        sh->refs = 1;
+        sh->len = flen;
+    }
+    return sh;
+}
+
 void mws_shared_release(mws_shared *sh)
 {
     if (sh && __atomic_sub_fetch(&sh->refs, 1, __ATOMIC_ACQ_REL) == 0) {

@@ -527,3 +527,40 @@ def test_mws_1300_17_node_ws_client(zenv, path, want):
     # the parameters ws took from our response
     assert out["extensions"] == ("" if want is None else PMD), out
     assert out["params"] == want, out
+
+
+# ---- broadcasts -------------------------------------------------------------------
+
+def test_mws_1300_18_broadcast(zenv):
+    # receivers without context takeover share one compressed copy per
+    # window size; one with context takeover gets its own stream; one
+    # without the extension the plain frame -- each reads it right
+    import time
+    a = connect(zenv, "/zt")
+    d = connect(zenv, "/zt", PMD + "; server_max_window_bits=10")
+    b = connect(zenv, "/ztctx", PMD + "; client_max_window_bits")
+    c = connect(zenv, "/zt", None)
+    try:
+        for ws in (a, b, c, d):
+            ws.send_message(OP_TEXT, b"sub server:zroom")
+        bdobj = zlib.decompressobj(-15)
+        for ws, dobj in ((a, None), (b, bdobj), (c, None), (d, None)):
+            assert recv_msg(ws, dobj)[1] == b"sub server:zroom 0"
+        time.sleep(0.3)
+        msg = (b'{"sym":"ACME","price":12.5} ' * 30)[:800]
+        for round_ in range(2):
+            a.send_message(OP_TEXT, b"pub server:zroom " + msg)
+            got = {}
+            for name, ws, dobj in (("a", a, None), ("b", b, bdobj), ("c", c, None),
+                                   ("d", d, zlib.decompressobj(-10))):
+                for _ in range(2 if name == "a" else 1):
+                    op, data, frames = recv_msg(ws, dobj)
+                    if not data.startswith(b"pub "):
+                        got[name] = (data, frames[0].rsv, len(frames[0].payload))
+            assert all(v[0] == msg for v in got.values()), got
+            assert got["a"][1] == got["b"][1] == got["d"][1] == 4, got
+            assert got["c"][1] == 0 and got["c"][2] == len(msg), got
+            assert got["a"][2] < len(msg) // 4, got
+    finally:
+        for ws in (a, b, c, d):
+            ws.close()
