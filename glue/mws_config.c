@@ -525,8 +525,7 @@ const command_rec mws_cmds[] = {
                   DCONF, "the largest LZ77 window, 9-15 (default 15 for "
                   "'on', 11 for 'context-takeover')"),
     AP_INIT_TAKE1("WebSocketCompressionMemLevel", cmd_zparam, NULL, DCONF,
-                  "zlib's memLevel for compressing, 1-9 (default 8 for "
-                  "'on', 4 for 'context-takeover')"),
+                  "zlib's memLevel for compressing, 1-9 (default 4)"),
     AP_INIT_TAKE1("WebSocketCompressionMinSize", cmd_compress_min, NULL,
                   DCONF, "messages shorter than this many bytes are sent "
                   "uncompressed (default 64; 0: compress all)"),

@@ -112,10 +112,13 @@ typedef struct mws_dir_conf {
 #define MWS_COMPRESS_ON      1   /* no context takeover either way        */
 #define MWS_COMPRESS_CONTEXT 2   /* context takeover where the client lets */
 #define MWS_DEFAULT_COMPRESS_MIN 64
-/* windows and memLevel unless configured: the full ones when zlib state
- * lives only while a message is in flight, smaller ones when it is kept */
+/* windows and memLevel unless configured: the full window when zlib state
+ * lives only while a message is in flight, a smaller one when it is kept.
+ * memLevel 4 either way: deflateReset clears a hash table of 2^(level+8)
+ * bytes per message (64 KiB at 8, 4 KiB at 4: a third of the instructions
+ * of a 1 KiB echo), for 2 % less ratio on megabytes of JSON */
 #define MWS_DEFAULT_WBITS        15
-#define MWS_DEFAULT_MEMLEVEL     8
+#define MWS_DEFAULT_MEMLEVEL     4
 #define MWS_DEFAULT_CTX_WBITS    11
 #define MWS_DEFAULT_CTX_MEMLEVEL 4
 

@@ -37,6 +37,8 @@ MODES = [
                  "    WebSocketCompressionWindowBits 15\n"
                  "    WebSocketCompressionMemLevel 8"),
 ]
+if os.environ.get("MWS_MODES"):
+    MODES = [m for m in MODES if m[0] in os.environ["MWS_MODES"].split(",")]
 JSON = (b'{"id":12345,"sym":"ACME","price":12.5,"qty":100,"side":"buy",'
         b'"ts":"2026-12-03T15:00:00Z","tags":["a","b","c"]}' * 10)[:1024]
 

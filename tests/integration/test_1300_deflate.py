@@ -564,3 +564,24 @@ def test_mws_1300_18_broadcast(zenv):
     finally:
         for ws in (a, b, c, d):
             ws.close()
+
+
+@pytest.mark.parametrize("chop", [1, 7, 100])
+def test_mws_1300_19_split_reads(zenv, chop):
+    # a compressed frame arriving a few bytes at a time is inflated a chunk
+    # at a time, the same as a whole one
+    import time
+    ws = connect(zenv, "/z")
+    try:
+        for i in range(3):
+            p = text(3000, i).encode()
+            c = zlib.compressobj(6, zlib.DEFLATED, -15)
+            payload = (c.compress(p) + c.flush(zlib.Z_SYNC_FLUSH))[:-4]
+            raw = build_frame(OP_TEXT, payload, rsv=4)
+            for k in range(0, len(raw), chop):
+                ws.send_raw(raw[k:k + chop])
+                if chop > 1:
+                    time.sleep(0.002)
+            assert recv_msg(ws)[1] == p
+    finally:
+        ws.close()
