@@ -585,3 +585,28 @@ def test_mws_1300_19_split_reads(zenv, chop):
             assert recv_msg(ws)[1] == p
     finally:
         ws.close()
+
+
+# ---- Chromium ----------------------------------------------------------------------
+
+BROWSER_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "browser")
+
+
+@pytest.mark.parametrize("path,want", [
+    ("/z", PMD + NCT),
+    ("/zctx", PMD + "; server_max_window_bits=11; client_max_window_bits=11"),
+    ("/zctx15", PMD),        # the check: ws.extensions === "permessage-deflate"
+    ("/zoff", ""),
+])
+def test_mws_1300_20_chromium(zenv, path, want):
+    import json
+    import shutil
+    if (not os.path.exists("/usr/bin/chromium") or not shutil.which("node")
+            or not os.path.isdir(os.path.join(BROWSER_DIR, "node_modules", "playwright-core"))):
+        pytest.skip("chromium, node or playwright-core missing (npm ci in tests/browser)")
+    r = subprocess.run(["node", os.path.join(BROWSER_DIR, "deflate.mjs"),
+                        "http://%s:%d/index.html" % (zenv.host, zenv.http_port),
+                        zenv.ws_url(path)], capture_output=True, text=True, timeout=120)
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out.get("ok") and out["n"] == 10, (out, r.stderr[-2000:])
+    assert out["extensions"] == want, out
