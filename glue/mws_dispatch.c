@@ -186,6 +186,7 @@ static void on_compressed(mws_drive *dv, const ws_event *ev,
     if (ev->flags & WS_DATA_FIRST) {
         dv->zfirst = 1;
     }
+    dv->msg_progress = dv->now;     /* zlib's state is held meanwhile */
     do {
         st = ws_inflate_feed(dv->inf, &in, &n, ev->flags, type == MWS_TEXT,
                              out, MWS_INFLATE_CHUNK, &olen, &code, &why);
@@ -300,7 +301,8 @@ apr_time_t mws_msg_check_stale(mws_drive *dv, apr_time_t now)
 {
     apr_time_t stale_at;
 
-    if (!dv->msg_open || dv->last_read <= dv->msg_progress) {
+    if (!(dv->msg_open || (dv->inf && dv->inf->in_message))
+        || dv->last_read <= dv->msg_progress) {
         return 0;
     }
     stale_at = dv->msg_progress + dv->c->base_server->timeout;

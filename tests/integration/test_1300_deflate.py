@@ -8,6 +8,7 @@ and compressed()."""
 import asyncio
 import base64
 import os
+import socket
 import subprocess
 import zlib
 
@@ -610,3 +611,82 @@ def test_mws_1300_20_chromium(zenv, path, want):
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out.get("ok") and out["n"] == 10, (out, r.stderr[-2000:])
     assert out["extensions"] == want, out
+
+
+# ---- TLS and HTTP/2 ------------------------------------------------------------------
+
+def test_mws_1300_21_tls(zenv):
+    websockets = pytest.importorskip("websockets")
+
+    async def go():
+        async with websockets.connect(zenv.wss_url("/z"), ssl=zenv.client_ssl_ctx(),
+                                      max_size=None, compression="deflate") as c:
+            res = []
+            for n in (10, 5000, 300000):
+                t = text(n, n)
+                await c.send(t)
+                res.append(await c.recv() == t)
+            return c.response_headers.get("Sec-WebSocket-Extensions"), res
+
+    ext, res = run(go())
+    assert ext == PMD + NCT and all(res), (ext, res)
+
+
+@pytest.mark.parametrize("scheme", ["h2c", "h2"])
+def test_mws_1300_22_http2(zenv, scheme):
+    import shutil
+    mod_http2 = "/usr/lib/apache2/modules/mod_http2.so"
+    if not shutil.which("node") or not os.path.exists(mod_http2):
+        pytest.skip("node or mod_http2 missing")
+    if zenv.mpm == "prefork":
+        pytest.skip("mod_http2 does not serve HTTP/2 under the prefork MPM")
+    zenv.restart(extra="LoadModule http2_module %s\nProtocols h2 h2c http/1.1\n"
+                       "H2WebSockets on\n" % mod_http2,
+                 locations=LOCATIONS.format(echo=MOD_ECHO, so=TEST_SO, log=events_path(zenv)))
+    try:
+        base = ("http://127.0.0.1:%d" % zenv.http_port if scheme == "h2c"
+                else "https://127.0.0.1:%d" % zenv.https_port)
+        r = subprocess.run(["node", os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                 "h2ws_deflate_client.mjs"), base, "/z"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "OK echo 200000" in r.stdout, r.stdout
+    finally:
+        zenv.restart(locations=LOCATIONS.format(echo=MOD_ECHO, so=TEST_SO,
+                                                log=events_path(zenv)))
+
+
+def test_mws_1300_23_unfinished_compressed_message_expires(zenv):
+    # the first frame of a compressed message starts zlib's state: a client
+    # that then only pings cannot keep it for ever (1008 after Timeout)
+    import time
+    timeout = 3
+    locs = LOCATIONS.format(echo=MOD_ECHO, so=TEST_SO, log=events_path(zenv))
+    zenv.restart(extra="Timeout %d\n" % timeout, locations=locs)
+    try:
+        for path in ("/z", "/zt"):        # reassembled, and by the test handler
+            ws = connect(zenv, path)
+            c = zlib.compressobj(6, zlib.DEFLATED, -15)
+            # two bytes of a stream: zlib starts, nothing inflates yet, so
+            # no reassembly buffer holds the message, only the inflater
+            part = (c.compress(os.urandom(3000)) + c.flush(zlib.Z_SYNC_FLUSH))[:2]
+            t0 = time.monotonic()
+            ws.send_raw(build_frame(OP_BINARY, part, fin=False, rsv=4))
+            code = None
+            while time.monotonic() - t0 < timeout + 5 and code is None:
+                ws.send_frame(OP_PING, b"alive")
+                end = time.monotonic() + 0.5
+                while time.monotonic() < end:
+                    try:
+                        f = recv_frame(ws, max(0.01, end - time.monotonic()))
+                    except socket.timeout:
+                        break
+                    if f is None or f.opcode == OP_CLOSE:
+                        code = f.close_info()[0] if f else "eof"
+                        break
+            took = time.monotonic() - t0
+            assert code == 1008, (path, code, took)
+            assert timeout - 0.5 <= took <= timeout + 3, took
+            ws.close()
+    finally:
+        zenv.restart(locations=locs)
