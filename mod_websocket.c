@@ -29,6 +29,7 @@ static int pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
 {
     mws_instance_pre_config(pconf);
     mws_reassembly_limit = MWS_DEFAULT_REASSEMBLY;
+    mws_pmd_max_contexts = 0;
     return mws_limits_pre_config(pconf);
 }
 
@@ -186,7 +187,24 @@ static const char *negotiate_deflate(request_rec *r, mws_conn *mc)
     }
     pol.context_takeover = l->compression == MWS_COMPRESS_CONTEXT;
     pol.max_window_bits = l->window_bits;
+    if (pol.context_takeover) {
+        if (mws_pmd_context_take()) {
+            mc->pmd_kept = 1;       /* given back when mc goes */
+        }
+        else {
+            pol.context_takeover = 0;
+            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, MWS_LOGNO(00102)
+                          "ws(%" APR_UINT64_T_FMT "): "
+                          "WebSocketCompressionMaxContexts (%d) reached in "
+                          "this process: compressed without context takeover",
+                          (apr_uint64_t)mc->id, mws_pmd_max_contexts);
+        }
+    }
     if (!ws_pmd_negotiate(offers, &pol, &mc->pmd_params, resp)) {
+        if (mc->pmd_kept) {
+            mc->pmd_kept = 0;
+            mws_pmd_context_give();
+        }
         ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, MWS_LOGNO(00100)
                       "ws(%" APR_UINT64_T_FMT "): no acceptable "
                       "permessage-deflate offer in '%s': uncompressed",
@@ -194,6 +212,12 @@ static const char *negotiate_deflate(request_rec *r, mws_conn *mc)
         return NULL;
     }
     mc->pmd = 1;
+    if (mc->pmd_kept && mc->pmd_params.server_no_context_takeover
+        && mc->pmd_params.client_no_context_takeover) {
+        /* the client asked for no context either way: nothing is kept */
+        mc->pmd_kept = 0;
+        mws_pmd_context_give();
+    }
     ap_log_rerror(APLOG_MARK, APLOG_TRACE1, 0, r,
                   "ws(%" APR_UINT64_T_FMT "): %s", (apr_uint64_t)mc->id,
                   resp);

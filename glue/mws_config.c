@@ -374,6 +374,27 @@ static const char *cmd_zparam(cmd_parms *cmd, void *dconf, const char *arg)
     return NULL;
 }
 
+/* WebSocketCompressionMaxContexts n: one value for the whole server */
+static const char *cmd_max_contexts(cmd_parms *cmd, void *dconf,
+                                    const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, NOT_IN_HTACCESS);
+    char *end;
+    apr_int64_t v;
+
+    if (err || (err = ap_check_cmd_context(cmd, GLOBAL_ONLY)) != NULL) {
+        return err;
+    }
+    v = apr_strtoi64(arg, &end, 10);
+    if (end == arg || *end || v < 0 || v > 10000000) {
+        return apr_psprintf(cmd->pool, "WebSocketCompressionMaxContexts: "
+                            "'%s' is not a number of connections (0 for no "
+                            "limit)", arg);
+    }
+    mws_pmd_max_contexts = (int)v;
+    return NULL;
+}
+
 /* WebSocketCompressionMinSize bytes (0: compress everything) */
 static const char *cmd_compress_min(cmd_parms *cmd, void *dconf,
                                     const char *arg)
@@ -529,6 +550,11 @@ const command_rec mws_cmds[] = {
     AP_INIT_TAKE1("WebSocketCompressionMinSize", cmd_compress_min, NULL,
                   DCONF, "messages shorter than this many bytes are sent "
                   "uncompressed (default 64; 0: compress all)"),
+    AP_INIT_TAKE1("WebSocketCompressionMaxContexts", cmd_max_contexts, NULL,
+                  RSRC_CONF, "connections of one child process that may "
+                  "keep compression state between messages (context "
+                  "takeover); newcomers past it are compressed without "
+                  "(0: no limit, the default)"),
     AP_INIT_TAKE_ARGV("WebSocketOrigin", cmd_origin, NULL, DCONF,
                       "which Origin headers may open a WebSocket: 'same' "
                       "(the default), 'any', or a list of origins"),

@@ -74,6 +74,30 @@ ws_deflater *mws_pmd_thread_deflater(unsigned window_bits,
     return d;
 }
 
+/* Memory pressure: context takeover costs zlib state per connection for
+ * its whole life (~30 KiB at the defaults, ~110 KiB at window 15 and
+ * memLevel 8).  Past WebSocketCompressionMaxContexts such connections in
+ * this child, newcomers are answered without context takeover: still
+ * compressed, with no zlib state while idle. */
+int mws_pmd_max_contexts;
+static int contexts;            /* atomic */
+
+int mws_pmd_context_take(void)
+{
+    int n = __atomic_add_fetch(&contexts, 1, __ATOMIC_RELAXED);
+
+    if (mws_pmd_max_contexts > 0 && n > mws_pmd_max_contexts) {
+        __atomic_sub_fetch(&contexts, 1, __ATOMIC_RELAXED);
+        return 0;
+    }
+    return 1;
+}
+
+void mws_pmd_context_give(void)
+{
+    __atomic_sub_fetch(&contexts, 1, __ATOMIC_RELAXED);
+}
+
 static __thread uint8_t inflate_buf[MWS_INFLATE_CHUNK];
 
 uint8_t *mws_pmd_inflate_buf(void)

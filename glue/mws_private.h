@@ -301,6 +301,7 @@ struct mws_conn {
     ws_deflater *pmd_def;        /* the connection's own deflater (lock):
                                   * context takeover, or a send_part message */
     int part_compressed;         /* the open send_part message is (lock)     */
+    int pmd_kept;                /* counted in mws_pmd_context_take()        */
 };
 
 /* The driver's state of one connection, in c->pool; c->conn_config of
@@ -590,6 +591,12 @@ void *mws_pmd_frame(ws_deflater *d, size_t head, int fin, int rsv1,
 ws_deflater *mws_pmd_thread_deflater(unsigned window_bits,
                                      unsigned mem_level);
 void mws_pmd_child_init(apr_pool_t *pchild);
+/* WebSocketCompressionMaxContexts: connections of this child that may keep
+ * zlib state between messages (0: no limit) */
+extern int mws_pmd_max_contexts;
+/* 1 and counted if one more connection may keep zlib state, else 0 */
+int mws_pmd_context_take(void);
+void mws_pmd_context_give(void);
 /* This thread's inflate output buffer (MWS_INFLATE_CHUNK bytes). */
 #define MWS_INFLATE_CHUNK (16 * 1024)
 uint8_t *mws_pmd_inflate_buf(void);

@@ -690,3 +690,64 @@ def test_mws_1300_23_unfinished_compressed_message_expires(zenv):
             ws.close()
     finally:
         zenv.restart(locations=locs)
+
+
+# ---- memory pressure: WebSocketCompressionMaxContexts -------------------------------
+
+def test_mws_1300_24_max_contexts(zenv):
+    # one connection per child may keep zlib state between messages; more
+    # are still compressed, without context takeover, and work
+    import time
+    locs = LOCATIONS.format(echo=MOD_ECHO, so=TEST_SO, log=events_path(zenv))
+    zenv.restart(extra="WebSocketCompressionMaxContexts 1\n", locations=locs)
+    conns = []
+    try:
+        for i in range(6):
+            conns.append(connect(zenv, "/zctx15", PMD + "; client_max_window_bits"))
+        kept = [ws.response.header("Sec-WebSocket-Extensions") == PMD for ws in conns]
+        for ws in conns:
+            ext = ws.response.header("Sec-WebSocket-Extensions")
+            assert ext in (PMD, PMD + NCT), ext
+            nct = ext != PMD
+            c = zlib.compressobj(6, zlib.DEFLATED, -15)
+            d = zlib.decompressobj(-15)
+            for j in range(2):
+                p = base64.b64encode(os.urandom(600))
+                if nct:
+                    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+                    d = zlib.decompressobj(-15)
+                send_compressed(ws, OP_TEXT, p, cobj=c)
+                assert recv_msg(ws, d)[1] == p
+        if zenv.mpm == "prefork":
+            assert all(kept), kept           # one connection per child
+        else:
+            assert 1 <= sum(kept) <= 4, kept  # at most one in each of 4 children
+            assert not all(kept), kept
+        for ws in conns:
+            ws.send_close(1000)
+            ws.close()
+        conns = []
+        time.sleep(0.5)
+        # the connections that ended gave their places back
+        ws = connect(zenv, "/zctx15", PMD + "; client_max_window_bits")
+        conns.append(ws)
+        assert ws.response.header("Sec-WebSocket-Extensions") == PMD
+    finally:
+        for ws in conns:
+            ws.close()
+        zenv.restart(locations=locs)
+
+
+@pytest.mark.parametrize("where,line,msg", [
+    ("global", "WebSocketCompressionMaxContexts x", "'x' is not a number"),
+    ("global", "WebSocketCompressionMaxContexts -1", "'-1' is not a number"),
+    ("location", "WebSocketCompressionMaxContexts 5", "not allowed"),
+])
+def test_mws_1300_25_max_contexts_config(zenv, where, line, msg):
+    locs = "<Location /bad>\n    SetHandler websocket\n    WebSocketHandler %s\n%s</Location>\n" % (
+        MOD_ECHO, ("    " + line + "\n") if where == "location" else "")
+    path = zenv.write_conf(locations=locs, extra=line if where == "global" else "",
+                           path=os.path.join(zenv.root, "bad2.conf"))
+    r = zenv.check_conf(path)
+    assert r.returncode != 0
+    assert msg in r.stderr and "bad2.conf" in r.stderr, r.stderr
