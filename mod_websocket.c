@@ -30,6 +30,7 @@ static int pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
     mws_instance_pre_config(pconf);
     mws_broker_pre_config();
     mws_reassembly_limit = MWS_DEFAULT_REASSEMBLY;
+    mws_pmd_max_contexts = 0;
     return mws_limits_pre_config(pconf);
 }
 
@@ -204,9 +205,64 @@ static int open_handler(request_rec *r, const mws_dir_conf *d, mws_conn *mc,
     return refuse(r, status, "refused by the handler");
 }
 
+/* permessage-deflate (RFC 7692), where the section compresses: the first
+ * acceptable offer of the client's, in its order.  Returns the response's
+ * Sec-WebSocket-Extensions value, or NULL (declined: no compression). */
+static const char *negotiate_deflate(request_rec *r, mws_conn *mc)
+{
+    const mws_limits *l = &mc->limits;
+    const char *offers;
+    ws_pmd_policy pol;
+    char resp[WS_PMD_RESPONSE_MAX];
+
+    if (l->compression == MWS_COMPRESS_OFF
+        || !(offers = apr_table_get(r->headers_in,
+                                    "Sec-WebSocket-Extensions"))) {
+        return NULL;
+    }
+    pol.context_takeover = l->compression == MWS_COMPRESS_CONTEXT;
+    pol.max_window_bits = l->window_bits;
+    if (pol.context_takeover) {
+        if (mws_pmd_context_take()) {
+            mc->pmd_kept = 1;       /* given back when mc goes */
+        }
+        else {
+            pol.context_takeover = 0;
+            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, MWS_LOGNO(00102)
+                          "ws(%" APR_UINT64_T_FMT "): "
+                          "WebSocketCompressionMaxContexts (%d) reached in "
+                          "this process: compressed without context takeover",
+                          (apr_uint64_t)mc->id, mws_pmd_max_contexts);
+        }
+    }
+    if (!ws_pmd_negotiate(offers, &pol, &mc->pmd_params, resp)) {
+        if (mc->pmd_kept) {
+            mc->pmd_kept = 0;
+            mws_pmd_context_give();
+        }
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, MWS_LOGNO(00100)
+                      "ws(%" APR_UINT64_T_FMT "): no acceptable "
+                      "permessage-deflate offer in '%s': uncompressed",
+                      (apr_uint64_t)mc->id, offers);
+        return NULL;
+    }
+    mc->pmd = 1;
+    if (mc->pmd_kept && mc->pmd_params.server_no_context_takeover
+        && mc->pmd_params.client_no_context_takeover) {
+        /* the client asked for no context either way: nothing is kept */
+        mc->pmd_kept = 0;
+        mws_pmd_context_give();
+    }
+    ap_log_rerror(APLOG_MARK, APLOG_TRACE1, 0, r,
+                  "ws(%" APR_UINT64_T_FMT "): %s", (apr_uint64_t)mc->id,
+                  resp);
+    return apr_pstrdup(r->pool, resp);
+}
+
 /* The 101, then the connection's bytes are WebSocket frames. */
 static void switch_protocols(request_rec *r, const mws_dir_conf *d,
-                             mws_conn *mc, const mws_request *req)
+                             mws_conn *mc, const mws_request *req,
+                             const char *extensions)
 {
     char accept[WS_ACCEPT_LEN + 1];
 
@@ -221,6 +277,10 @@ static void switch_protocols(request_rec *r, const mws_dir_conf *d,
     if (req->chosen) {
         apr_table_setn(r->headers_out, "Sec-WebSocket-Protocol",
                        req->chosen);
+    }
+    if (extensions) {
+        apr_table_setn(r->headers_out, "Sec-WebSocket-Extensions",
+                       extensions);
     }
     /* headers the handler set go out with the 101 */
     apr_table_do(copy_header, r->headers_out, r->err_headers_out, NULL);
@@ -244,6 +304,7 @@ static int ws_handler(request_rec *r)
     mws_limit_hold hold;
     mws_limits limits;
     mws_conn *mc;
+    const char *extensions;
     int status;
 
     if (!r->handler || strcmp(r->handler, MWS_HANDLER_NAME)) {
@@ -268,12 +329,14 @@ static int ws_handler(request_rec *r)
     }
     mc->hold = hold;            /* given back when the connection ends */
     mws_registry_add(mc);
+    /* before on_open, so that compressed() tells the handler */
+    extensions = negotiate_deflate(r, mc);
     if ((status = open_handler(r, d, mc, &req)) != 0) {
         return status;          /* DONE: the handler's refusal is sent */
     }
     mc->opened = 1;
     mws_accesslog_save(mc, r);
-    switch_protocols(r, d, mc, &req);
+    switch_protocols(r, d, mc, &req, extensions);
     mws_conn_start(mc, d->driver != MWS_DRIVER_BLOCKING);
     return OK;
 }
@@ -281,6 +344,7 @@ static int ws_handler(request_rec *r)
 static void child_init(apr_pool_t *pchild, server_rec *s)
 {
     mws_registry_init(pchild);
+    mws_pmd_child_init(pchild);
     mws_driver_child_init(pchild, s);
     mws_limits_child_init(pchild, s);
     mws_stats_child_init(pchild, s, mws_instances);

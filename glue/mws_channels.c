@@ -93,10 +93,12 @@ static int deliver_local(const char *key, mws_msg_type type,
     mws_channel *ch;
     mws_sub *s;
     mws_conn **kick = NULL;
-    mws_shared *sh = NULL;
+    mws_shared *sh = NULL, *shz[16], *use;
     size_t nkick = 0;
-    int n = 0, claim;
+    unsigned w;
+    int n = 0, claim, rv;
 
+    memset(shz, 0, sizeof(shz));
     pthread_mutex_lock(&ps_lock);
     ch = channels ? apr_hash_get(channels, key, APR_HASH_KEY_STRING)
                   : NULL;
@@ -112,25 +114,51 @@ static int deliver_local(const char *key, mws_msg_type type,
         }
     }
     for (s = ch ? ch->subs : NULL; s; s = s->ch_next) {
+        mws_conn *mc = s->mc;
+
         if (s->from > seq) {
             continue;       /* published before it subscribed */
         }
         /* queueing takes only the target's lock, never ours twice */
-        if (kick) {
-            if (mws_queue_shared_claim(s->mc, type, sh, &claim) == MWS_OK) {
-                ++n;
-            }
-            if (claim) {
-                kick[nkick++] = s->mc;
-            }
+        if (mc->pmd && len >= mc->limits.compress_min
+            && !mc->pmd_params.server_no_context_takeover) {
+            /* context takeover: compressed in the receiver's own stream */
+            rv = mws_queue_message(mc, type, data, len, 0);
+            claim = 0;
         }
-        else if (mws_queue_frame(s->mc, 1, (ws_opcode)type, data, len,
-                                 MWS_Q_WHOLE) == MWS_OK) {
+        else if (kick) {
+            use = sh;
+            if (mc->pmd && len >= mc->limits.compress_min) {
+                /* without context takeover, one compressed copy per window
+                 * size for all receivers that agreed on it (uWebSockets'
+                 * shared compressor); uncompressed if that fails */
+                w = mc->pmd_params.server_max_window_bits & 15u;
+                if (!shz[w]) {
+                    shz[w] = mws_shared_frame_pmd(type, data, len, w,
+                                                  mc->limits.mem_level);
+                }
+                if (shz[w]) {
+                    use = shz[w];
+                }
+            }
+            rv = mws_queue_shared_claim(mc, type, use, &claim);
+        }
+        else {
+            rv = mws_queue_message(mc, type, data, len, 0);
+            claim = 0;
+        }
+        if (rv == MWS_OK) {
             ++n;
+        }
+        if (claim) {
+            kick[nkick++] = mc;
         }
     }
     pthread_mutex_unlock(&ps_lock);
     mws_shared_release(sh);     /* the queues hold their own references */
+    for (w = 0; w < 16; ++w) {
+        mws_shared_release(shz[w]);
+    }
     if (nkick) {
         mws_park_kick_batch(kick, nkick);
     }

@@ -37,6 +37,8 @@ void *mws_config_create_dir(apr_pool_t *p, char *dir)
     d->max_conns_index = -1;
     d->options = apr_array_make(p, 2, sizeof(mws_option));
     d->option_where = apr_array_make(p, 2, sizeof(const char *));
+    d->compression = d->window_bits = d->mem_level = MWS_UNSET;
+    d->compress_min = MWS_UNSET;
     return d;
 }
 
@@ -95,6 +97,10 @@ void *mws_config_merge_dir(apr_pool_t *p, void *basev, void *addv)
         d->max_conns_index = base->max_conns_index;
     }
     MERGE_VAL(max_conns_addr);
+    MERGE_VAL(compression);
+    MERGE_VAL(window_bits);
+    MERGE_VAL(mem_level);
+    MERGE_VAL(compress_min);
     if (add->origin_mode != MWS_ORIGIN_UNSET) {
         d->origin_mode = add->origin_mode;
         d->origins = add->origins;
@@ -122,6 +128,16 @@ void mws_limits_resolve(const mws_dir_conf *d, mws_limits *l)
     l->close_timeout = d->close_timeout == MWS_UNSET
                        ? MWS_DEFAULT_CLOSE_TIMEOUT : d->close_timeout;
     l->read_timeout = 0;        /* the blocking driver sets httpd's Timeout */
+    l->compression = d->compression == MWS_UNSET ? MWS_COMPRESS_OFF
+                                                 : d->compression;
+    l->window_bits = d->window_bits != MWS_UNSET ? (unsigned)d->window_bits
+                     : l->compression == MWS_COMPRESS_CONTEXT
+                       ? MWS_DEFAULT_CTX_WBITS : MWS_DEFAULT_WBITS;
+    l->mem_level = d->mem_level != MWS_UNSET ? (unsigned)d->mem_level
+                   : l->compression == MWS_COMPRESS_CONTEXT
+                     ? MWS_DEFAULT_CTX_MEMLEVEL : MWS_DEFAULT_MEMLEVEL;
+    l->compress_min = d->compress_min == MWS_UNSET ? MWS_DEFAULT_COMPRESS_MIN
+                                                   : (apr_size_t)d->compress_min;
 }
 
 static const char *cmd_handler(cmd_parms *cmd, void *dconf, const char *arg,
@@ -314,6 +330,97 @@ static const char *cmd_driver(cmd_parms *cmd, void *dconf, const char *arg)
     return NULL;
 }
 
+/* WebSocketCompression off | on | context-takeover */
+static const char *cmd_compression(cmd_parms *cmd, void *dconf,
+                                   const char *arg)
+{
+    mws_dir_conf *d = dconf;
+    const char *err = ap_check_cmd_context(cmd, NOT_IN_HTACCESS);
+
+    if (err) {
+        return err;
+    }
+    if (!strcasecmp(arg, "off")) {
+        d->compression = MWS_COMPRESS_OFF;
+    }
+    else if (!strcasecmp(arg, "on")) {
+        d->compression = MWS_COMPRESS_ON;
+    }
+    else if (!strcasecmp(arg, "context-takeover")) {
+        d->compression = MWS_COMPRESS_CONTEXT;
+    }
+    else {
+        return apr_psprintf(cmd->pool, "WebSocketCompression: '%s' is not "
+                            "'off', 'on' or 'context-takeover'", arg);
+    }
+    return NULL;
+}
+
+/* WebSocketCompressionWindowBits 9..15, WebSocketCompressionMemLevel 1..9 */
+static const char *cmd_zparam(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    mws_dir_conf *d = dconf;
+    int wbits = cmd->info != NULL;
+    int lo = wbits ? 9 : 1, hi = wbits ? 15 : 9;
+    const char *err = ap_check_cmd_context(cmd, NOT_IN_HTACCESS);
+    char *end;
+    apr_int64_t v;
+
+    if (err) {
+        return err;
+    }
+    v = apr_strtoi64(arg, &end, 10);
+    if (end == arg || *end || v < lo || v > hi) {
+        return apr_psprintf(cmd->pool, "%s: '%s' is not a number from %d "
+                            "to %d", cmd->cmd->name, arg, lo, hi);
+    }
+    if (wbits) {
+        d->window_bits = (int)v;
+    }
+    else {
+        d->mem_level = (int)v;
+    }
+    return NULL;
+}
+
+/* WebSocketCompressionMaxContexts n: one value for the whole server */
+static const char *cmd_max_contexts(cmd_parms *cmd, void *dconf,
+                                    const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, NOT_IN_HTACCESS);
+    char *end;
+    apr_int64_t v;
+
+    if (err || (err = ap_check_cmd_context(cmd, GLOBAL_ONLY)) != NULL) {
+        return err;
+    }
+    v = apr_strtoi64(arg, &end, 10);
+    if (end == arg || *end || v < 0 || v > 10000000) {
+        return apr_psprintf(cmd->pool, "WebSocketCompressionMaxContexts: "
+                            "'%s' is not a number of connections (0 for no "
+                            "limit)", arg);
+    }
+    mws_pmd_max_contexts = (int)v;
+    return NULL;
+}
+
+/* WebSocketCompressionMinSize bytes (0: compress everything) */
+static const char *cmd_compress_min(cmd_parms *cmd, void *dconf,
+                                    const char *arg)
+{
+    mws_dir_conf *d = dconf;
+    const char *err = ap_check_cmd_context(cmd, NOT_IN_HTACCESS);
+
+    if (err) {
+        return err;
+    }
+    if (!strcmp(arg, "0")) {
+        d->compress_min = 0;
+        return NULL;
+    }
+    return parse_size(cmd, arg, &d->compress_min);
+}
+
 /* WebSocketOrigin same | any | origin... */
 static const char *cmd_origin(cmd_parms *cmd, void *dconf, int argc,
                               char *const argv[])
@@ -453,6 +560,24 @@ const command_rec mws_cmds[] = {
     AP_INIT_TAKE1("WebSocketChannelScope", mws_broker_cmd_scope, NULL, DCONF,
                   "a name: the channels of the WebSocketHandler line before "
                   "it are those of every line with this name"),
+    AP_INIT_TAKE1("WebSocketCompression", cmd_compression, NULL, DCONF,
+                  "permessage-deflate (RFC 7692): 'off' (the default), 'on' "
+                  "(no context takeover: zlib state only while a message is "
+                  "in flight) or 'context-takeover' (better ratio, zlib "
+                  "state kept per connection)"),
+    AP_INIT_TAKE1("WebSocketCompressionWindowBits", cmd_zparam, (void *)1,
+                  DCONF, "the largest LZ77 window, 9-15 (default 15 for "
+                  "'on', 11 for 'context-takeover')"),
+    AP_INIT_TAKE1("WebSocketCompressionMemLevel", cmd_zparam, NULL, DCONF,
+                  "zlib's memLevel for compressing, 1-9 (default 4)"),
+    AP_INIT_TAKE1("WebSocketCompressionMinSize", cmd_compress_min, NULL,
+                  DCONF, "messages shorter than this many bytes are sent "
+                  "uncompressed (default 64; 0: compress all)"),
+    AP_INIT_TAKE1("WebSocketCompressionMaxContexts", cmd_max_contexts, NULL,
+                  RSRC_CONF, "connections of one child process that may "
+                  "keep compression state between messages (context "
+                  "takeover); newcomers past it are compressed without "
+                  "(0: no limit, the default)"),
     AP_INIT_TAKE_ARGV("WebSocketOrigin", cmd_origin, NULL, DCONF,
                       "which Origin headers may open a WebSocket: 'same' "
                       "(the default), 'any', or a list of origins"),

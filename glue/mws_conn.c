@@ -101,6 +101,10 @@ void mws_conn_release(mws_conn *mc)
     if (left == 0) {
         mws_queue_free_all(mc);
         mws_accesslog_free(mc);
+        mws_queue_pmd_free(mc);
+        if (mc->pmd_kept) {
+            mws_pmd_context_give();
+        }
         free(mc->close_reason);
         pthread_cond_destroy(&mc->io_cond);
         pthread_mutex_destroy(&mc->lock);

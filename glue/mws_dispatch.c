@@ -73,6 +73,7 @@ static apr_size_t mws_reassembly_used;      /* atomic, this child */
 
 void mws_msg_free(mws_drive *dv)
 {
+
     if (dv->msg_cap) {
         __atomic_sub_fetch(&mws_reassembly_used, dv->msg_cap,
                            __ATOMIC_RELAXED);
@@ -119,25 +120,21 @@ static int msg_grow(mws_drive *dv, size_t more)
     return 1;
 }
 
-static void on_data(mws_drive *dv, const ws_event *ev)
+/* A piece of a message for the handler: whole (first and last) straight
+ * from where it is, else to on_fragment or into the reassembly buffer. */
+static void deliver(mws_drive *dv, mws_msg_type type, const uint8_t *data,
+                    size_t len, int first, int last)
 {
-    mws_msg_type type = (ev->opcode == WS_OP_TEXT) ? MWS_TEXT : MWS_BINARY;
-    int first = (ev->flags & WS_DATA_FIRST) != 0;
-    int last = (ev->flags & WS_DATA_LAST) != 0;
     int rc;
 
-    if (dv->mc->close_queued) {
-        return;                 /* closing: data is discarded */
-    }
     if (last) {
         mws_stats_in(dv->mc, 0, 1);
     }
     if (dv->h->on_fragment) {
-        rc = mws_handler_fragment(dv->mc, type, ev->data, ev->len, first,
-                                  last);
+        rc = mws_handler_fragment(dv->mc, type, data, len, first, last);
     }
     else if (first && last) {
-        rc = mws_handler_message(dv->mc, type, ev->data, ev->len);   /* no copy */
+        rc = mws_handler_message(dv->mc, type, data, len);   /* no copy */
     }
     else {
         if (first) {
@@ -145,12 +142,12 @@ static void on_data(mws_drive *dv, const ws_event *ev)
             dv->msg_open = 1;
         }
         dv->msg_progress = dv->now;
-        if (dv->msg_len + ev->len > dv->msg_cap && !msg_grow(dv, ev->len)) {
+        if (dv->msg_len + len > dv->msg_cap && !msg_grow(dv, len)) {
             return;
         }
-        if (ev->len) {
-            memcpy(dv->msg + dv->msg_len, ev->data, ev->len);
-            dv->msg_len += ev->len;
+        if (len) {
+            memcpy(dv->msg + dv->msg_len, data, len);
+            dv->msg_len += len;
         }
         if (!last) {
             return;
@@ -164,6 +161,70 @@ static void on_data(mws_drive *dv, const ws_event *ev)
     if (rc != 0) {
         handler_failed(dv);
     }
+}
+
+/*
+ * A chunk of a compressed message (RSV1, permessage-deflate): inflated a
+ * buffer at a time and handed on as it comes, so a large message is never
+ * whole in memory twice.  The inflater applies WebSocketMaxMessageSize and
+ * WebSocketMaxFrameSize to the inflated sizes and checks text as UTF-8.
+ */
+static void on_compressed(mws_drive *dv, const ws_event *ev,
+                          mws_msg_type type)
+{
+    const uint8_t *in = ev->data;
+    size_t n = ev->len, olen;
+    uint8_t *out = mws_pmd_inflate_buf();
+    unsigned code = 0;
+    const char *why = NULL;
+    ws_status st;
+    int last;
+
+    if (!dv->inf) {
+        /* RSV1 without the extension: the parser refuses it first */
+        mws_drive_fail(dv, WS_CLOSE_PROTOCOL_ERROR, "RSV1 without "
+                       "permessage-deflate");
+        return;
+    }
+    if (ev->flags & WS_DATA_FIRST) {
+        dv->zfirst = 1;
+    }
+    dv->msg_progress = dv->now;     /* zlib's state is held meanwhile */
+    do {
+        st = ws_inflate_feed(dv->inf, &in, &n, ev->flags, type == MWS_TEXT,
+                             out, MWS_INFLATE_CHUNK, &olen, &code, &why);
+        if (st == WS_ERR_PROTO) {
+            ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, dv->c, MWS_LOGNO(00101)
+                          "ws(%" APR_UINT64_T_FMT "): compressed message: "
+                          "%s, closing with %u", (apr_uint64_t)dv->mc->id,
+                          why, code);
+            if (code == WS_CLOSE_TOO_BIG) {
+                dv->msg_open = 0;
+            }
+            mws_drive_fail(dv, code, why);
+            return;
+        }
+        last = st == WS_NEED_MORE && (ev->flags & WS_DATA_LAST);
+        if (olen || last) {
+            deliver(dv, type, out, olen, dv->zfirst, last);
+            dv->zfirst = 0;
+        }
+    } while (st == WS_OK && !dv->done);
+}
+
+static void on_data(mws_drive *dv, const ws_event *ev)
+{
+    mws_msg_type type = (ev->opcode == WS_OP_TEXT) ? MWS_TEXT : MWS_BINARY;
+
+    if (dv->mc->close_queued) {
+        return;                 /* closing: data is discarded */
+    }
+    if (ev->flags & WS_DATA_RSV1) {
+        on_compressed(dv, ev, type);
+        return;
+    }
+    deliver(dv, type, ev->data, ev->len, (ev->flags & WS_DATA_FIRST) != 0,
+            (ev->flags & WS_DATA_LAST) != 0);
 }
 
 /* Feed what was read to the parser and act on each event. */
@@ -245,7 +306,8 @@ apr_time_t mws_msg_check_stale(mws_drive *dv, apr_time_t now)
 {
     apr_time_t stale_at;
 
-    if (!dv->msg_open || dv->last_read <= dv->msg_progress) {
+    if (!(dv->msg_open || (dv->inf && dv->inf->in_message))
+        || dv->last_read <= dv->msg_progress) {
         return 0;
     }
     stale_at = dv->msg_progress + dv->c->base_server->timeout;

@@ -106,32 +106,17 @@ static int h_send(mws_conn *mc, mws_msg_type type, const void *data,
         || (len && !data)) {
         return MWS_ERR_INVALID;
     }
-    return mws_queue_frame(mc, 1, (ws_opcode)type, data, len, MWS_Q_WHOLE);
+    return mws_queue_message(mc, type, data, len, 0);
 }
 
 static int h_send_part(mws_conn *mc, mws_msg_type type, const void *data,
                        size_t len, int last)
 {
-    int first;
-
     if (!mc || (type != MWS_TEXT && type != MWS_BINARY)
         || (len && !data)) {
         return MWS_ERR_INVALID;
     }
-    pthread_mutex_lock(&mc->lock);
-    first = !mc->part_open;
-    if (first) {
-        mc->part_open = 1;
-        mc->part_type = type;
-    }
-    else if (mc->part_type != type) {
-        pthread_mutex_unlock(&mc->lock);
-        return MWS_ERR_INVALID;
-    }
-    pthread_mutex_unlock(&mc->lock);
-    return mws_queue_frame(mc, last ? 1 : 0,
-                           first ? (ws_opcode)type : WS_OP_CONT, data, len,
-                           MWS_Q_PART);
+    return mws_queue_part(mc, type, data, len, last, 0);
 }
 
 static int h_ping(mws_conn *mc, const void *data, size_t len)
@@ -300,16 +285,25 @@ static int h_line_publish(mws_line *line, const char *channel,
 static int h_send_flags(mws_conn *mc, mws_msg_type type, const void *data,
                         size_t len, unsigned flags)
 {
-    if (flags & ~MWS_SEND_NO_COMPRESS) {
+    if (!mc || (flags & ~MWS_SEND_NO_COMPRESS)
+        || (type != MWS_TEXT && type != MWS_BINARY) || (len && !data)) {
         return MWS_ERR_INVALID;
     }
-    /* no connection compresses yet: every message goes as it is */
-    return h_send(mc, type, data, len);
+    return mws_queue_message(mc, type, data, len,
+                             (flags & MWS_SEND_NO_COMPRESS) != 0);
 }
 
 static int h_compressed(mws_conn *mc)
 {
-    return mc ? 0 : MWS_ERR_INVALID;
+    int dead;
+
+    if (!mc) {
+        return MWS_ERR_INVALID;
+    }
+    pthread_mutex_lock(&mc->lock);
+    dead = mc->state == MWS_ST_DEAD;
+    pthread_mutex_unlock(&mc->lock);
+    return dead ? MWS_ERR_CLOSED : mc->pmd;
 }
 
 const mws_host mws_host_table = {

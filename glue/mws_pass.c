@@ -536,6 +536,23 @@ mws_drive *mws_drive_create(mws_conn *mc)
     pcfg.max_frame = (uint64_t)mc->limits.max_frame;
     pcfg.require_mask = 1;
     pcfg.validate_utf8 = 1;
+    if (mc->pmd) {
+        /* RSV1 marks compressed messages; their limits apply to what they
+         * inflate to (the inflater's), while the parser's limits on the
+         * wire leave room for deflate's overhead on data that does not
+         * compress (5 bytes per stored block, and the flush) */
+        pcfg.rsv_allowed = 4;
+        if (pcfg.max_message) {
+            pcfg.max_message += pcfg.max_message / 64 + 64;
+        }
+        if (pcfg.max_frame) {
+            pcfg.max_frame += pcfg.max_frame / 64 + 64;
+        }
+        dv->inf = apr_palloc(c->pool, sizeof(*dv->inf));
+        ws_inflate_init(dv->inf, &mc->pmd_params,
+                        (uint64_t)mc->limits.max_message,
+                        (uint64_t)mc->limits.max_frame);
+    }
     ws_parser_init(&dv->parser, &pcfg);
     dv->last_read = apr_time_now();
     dv->input_drains = input_drains(c);
@@ -574,6 +591,10 @@ void mws_drive_finish(mws_drive *dv)
     mws_accesslog_write(mc, dv->c, dv->code);
     mws_handler_close(mc, dv->code, dv->reason, dv->reason_len);
     mws_msg_free(dv);
+    if (dv->inf) {
+        ws_inflate_end(dv->inf);        /* zlib's state, if a message was
+                                         * in flight or kept for context */
+    }
     ap_set_module_config(dv->c->conn_config, &websocket_module, NULL);
     dv->mc = NULL;
     mws_conn_release(mc);

@@ -71,6 +71,23 @@ mws_shared *mws_shared_frame(mws_msg_type type, const void *data,
     return sh;
 }
 
+mws_shared *mws_shared_frame_pmd(mws_msg_type type, const void *data,
+                                 size_t len, unsigned window_bits,
+                                 unsigned mem_level)
+{
+    ws_deflater *d = mws_pmd_thread_deflater(window_bits, mem_level);
+    size_t flen;
+    mws_shared *sh = d ? mws_pmd_frame(d, sizeof(*sh), 1, 1, (ws_opcode)type,
+                                       data, len, 1, &flen)
+                       : NULL;
+
+    if (sh) {
+        sh->refs = 1;
+        sh->len = flen;
+    }
+    return sh;
+}
+
 void mws_shared_release(mws_shared *sh)
 {
     if (sh && __atomic_sub_fetch(&sh->refs, 1, __ATOMIC_ACQ_REL) == 0) {
@@ -175,17 +192,16 @@ static mws_out *frame_new(int fin, ws_opcode op, const void *data,
  *   MWS_Q_PART    a part of the send_part message (first/next/last)
  *   MWS_Q_CONTROL ping/pong/close: straight into the write queue
  */
-static int queue_out(mws_conn *mc, mws_out *o, int fin, ws_opcode op,
-                     const void *data, size_t len, int kind, int *claim)
+static int queue_out_locked(mws_conn *mc, mws_out *o, int fin,
+                            ws_opcode op, const void *data, size_t len,
+                            int kind, int *claim)
 {
     size_t queued;
 
-    pthread_mutex_lock(&mc->lock);
     if (mc->state == MWS_ST_DEAD || mc->close_queued
         || (mc->queue_overflow && op != WS_OP_CLOSE && op != WS_OP_PONG)) {
         /* after an overflow nothing more is taken: the client gets what
          * was written before, then 1008, and never a gap */
-        pthread_mutex_unlock(&mc->lock);
         mws_out_free(o);
         return mc->queue_overflow ? MWS_ERR_TOO_BIG : MWS_ERR_CLOSED;
     }
@@ -195,7 +211,6 @@ static int queue_out(mws_conn *mc, mws_out *o, int fin, ws_opcode op,
         /* the client does not read fast enough: it will be closed */
         mc->queue_overflow = 1;
         mws_wake_locked(mc, NULL);
-        pthread_mutex_unlock(&mc->lock);
         mws_out_free(o);
         return MWS_ERR_TOO_BIG;
     }
@@ -238,8 +253,18 @@ static int queue_out(mws_conn *mc, mws_out *o, int fin, ws_opcode op,
     __atomic_add_fetch(&mc->queued, o->len, __ATOMIC_RELAXED);
     mws_stats_queued((apr_int64_t)o->len);
     mws_wake_locked(mc, claim);
-    pthread_mutex_unlock(&mc->lock);
     return MWS_OK;
+}
+
+static int queue_out(mws_conn *mc, mws_out *o, int fin, ws_opcode op,
+                     const void *data, size_t len, int kind, int *claim)
+{
+    int rc;
+
+    pthread_mutex_lock(&mc->lock);
+    rc = queue_out_locked(mc, o, fin, op, data, len, kind, claim);
+    pthread_mutex_unlock(&mc->lock);
+    return rc;
 }
 
 /*
@@ -309,6 +334,143 @@ int mws_queue_frame(mws_conn *mc, int fin, ws_opcode op, const void *data,
         return MWS_ERR_NOMEM;
     }
     return queue_out(mc, o, fin, op, data, len, kind, NULL);
+}
+
+/* ---- permessage-deflate --------------------------------------------- */
+
+/* A compressed frame of o's kind from d (see mws_pmd_frame). */
+static mws_out *pmd_out(ws_deflater *d, int fin, int rsv1, ws_opcode op,
+                        const void *data, size_t len, int last)
+{
+    size_t flen;
+    mws_out *o = mws_pmd_frame(d, sizeof(*o), fin, rsv1, op, data, len,
+                               last, &flen);
+
+    if (o) {
+        out_init(o, MWS_OUT_BYTES(o), flen, 0, NULL);
+    }
+    return o;
+}
+
+/* The connection's own deflater (lock held), made when first needed. */
+static ws_deflater *conn_deflater(mws_conn *mc)
+{
+    if (!mc->pmd_def && (mc->pmd_def = malloc(sizeof(ws_deflater)))) {
+        ws_deflate_init(mc->pmd_def, mc->pmd_params.server_max_window_bits,
+                        mc->limits.mem_level, -1,
+                        mc->pmd_params.server_no_context_takeover);
+    }
+    return mc->pmd_def;
+}
+
+/* The connection's deflater keeps nothing between messages (lock held). */
+static void conn_deflater_idle(mws_conn *mc)
+{
+    if (mc->pmd_def && mc->pmd_params.server_no_context_takeover) {
+        ws_deflate_end(mc->pmd_def);
+        free(mc->pmd_def);
+        mc->pmd_def = NULL;
+    }
+}
+
+void mws_queue_pmd_free(mws_conn *mc)
+{
+    if (mc->pmd_def) {
+        ws_deflate_end(mc->pmd_def);
+        free(mc->pmd_def);
+        mc->pmd_def = NULL;
+    }
+}
+
+/*
+ * A whole data message from a handler.  On a connection that compresses,
+ * messages of at least WebSocketCompressionMinSize bytes go compressed
+ * unless no_compress.  Without context takeover, the sending thread's
+ * deflater does it, outside the lock; with it, the connection's deflater,
+ * under the lock, so that messages are compressed in the order they are
+ * queued.  A message queued behind an open send_part message then goes
+ * uncompressed: the parts still to come continue the same deflate stream,
+ * and a message compressed now would be read before them.
+ */
+int mws_queue_message(mws_conn *mc, mws_msg_type type, const void *data,
+                      size_t len, int no_compress)
+{
+    ws_deflater *d;
+    mws_out *o;
+    int rc;
+
+    if (!mc->pmd || no_compress || len < mc->limits.compress_min) {
+        return mws_queue_frame(mc, 1, (ws_opcode)type, data, len,
+                               MWS_Q_WHOLE);
+    }
+    if (mc->pmd_params.server_no_context_takeover) {
+        d = mws_pmd_thread_deflater(mc->pmd_params.server_max_window_bits,
+                                    mc->limits.mem_level);
+        if (!d || !(o = pmd_out(d, 1, 1, (ws_opcode)type, data, len, 1))) {
+            return MWS_ERR_NOMEM;
+        }
+        return queue_out(mc, o, 1, (ws_opcode)type, NULL, 0, MWS_Q_WHOLE,
+                         NULL);
+    }
+    pthread_mutex_lock(&mc->lock);
+    if (mc->part_open || mc->state == MWS_ST_DEAD || mc->close_queued
+        || mc->queue_overflow) {
+        pthread_mutex_unlock(&mc->lock);
+        return mws_queue_frame(mc, 1, (ws_opcode)type, data, len,
+                               MWS_Q_WHOLE);
+    }
+    if (!(d = conn_deflater(mc))
+        || !(o = pmd_out(d, 1, 1, (ws_opcode)type, data, len, 1))) {
+        pthread_mutex_unlock(&mc->lock);
+        return MWS_ERR_NOMEM;
+    }
+    rc = queue_out_locked(mc, o, 1, (ws_opcode)type, NULL, 0, MWS_Q_WHOLE,
+                          NULL);
+    pthread_mutex_unlock(&mc->lock);
+    return rc;
+}
+
+/*
+ * A part of a message sent in parts.  Whether the message is compressed
+ * is decided at its first part (the connection compresses, and not
+ * no_compress); its parts then continue one deflate stream in the
+ * connection's deflater, the first frame with RSV1.
+ */
+int mws_queue_part(mws_conn *mc, mws_msg_type type, const void *data,
+                   size_t len, int last, int no_compress)
+{
+    int first, rc;
+    ws_opcode op;
+    ws_deflater *d;
+    mws_out *o;
+
+    pthread_mutex_lock(&mc->lock);
+    first = !mc->part_open;
+    if (first) {
+        mc->part_open = 1;
+        mc->part_type = type;
+        mc->part_compressed = mc->pmd && !no_compress;
+    }
+    else if (mc->part_type != type) {
+        pthread_mutex_unlock(&mc->lock);
+        return MWS_ERR_INVALID;
+    }
+    op = first ? (ws_opcode)type : WS_OP_CONT;
+    if (!mc->part_compressed) {
+        pthread_mutex_unlock(&mc->lock);
+        return mws_queue_frame(mc, last ? 1 : 0, op, data, len, MWS_Q_PART);
+    }
+    if (!(d = conn_deflater(mc))
+        || !(o = pmd_out(d, last, first, op, data, len, last))) {
+        pthread_mutex_unlock(&mc->lock);
+        return MWS_ERR_NOMEM;
+    }
+    rc = queue_out_locked(mc, o, last, op, NULL, 0, MWS_Q_PART, NULL);
+    if (last) {
+        conn_deflater_idle(mc);
+    }
+    pthread_mutex_unlock(&mc->lock);
+    return rc;
 }
 
 /* A whole message of a broadcast, built once (mws_shared_frame): mc's

@@ -118,7 +118,53 @@ def origin_seeds():
         write("fuzz_origin", name, data)
 
 
+def pmd(data, wbits=15, cobj=None):
+    """data compressed as one permessage-deflate message: the tail off."""
+    import zlib
+    c = cobj or zlib.compressobj(9, zlib.DEFLATED, -wbits)
+    out = c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH)
+    assert out.endswith(b"\x00\x00\xff\xff")
+    return out[:-4]
+
+
+def deflate_seeds():
+    """fuzz_deflate: mode byte, limit byte, then data (see fuzz_deflate.c)."""
+    import zlib
+    hello = bytes([0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00])
+    write("fuzz_deflate", "rfc_hello", b"\x04\x00" + hello)
+    write("fuzz_deflate", "rfc_hello_twice_ctx",
+          b"\x06\x00" + hello + b"\xfe\xfc" + bytes([0xf2, 0x00, 0x11, 0x00, 0x00]))
+    write("fuzz_deflate", "rfc_fragmented",
+          b"\x0c\x00" + hello[:3] + b"\xfe\xfd" + hello[3:])
+    write("fuzz_deflate", "stored_block",
+          b"\x00\x00" + bytes([0x00, 0x05, 0x00, 0xfa, 0xff]) + b"Hello\x00")
+    write("fuzz_deflate", "bfinal", b"\x04\x00" + bytes([0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]))
+    write("fuzz_deflate", "bomb_limit",
+          b"\x10\x10" + pmd(bytes(1 << 20)))
+    json = b'{"sym":"ACME","price":12.5,"t":"\xc3\xa9t\xc3\xa9"}' * 20
+    write("fuzz_deflate", "json_text", b"\x24\x00" + pmd(json))
+    c = zlib.compressobj(6, zlib.DEFLATED, -10)
+    write("fuzz_deflate", "json_ctx_3msgs",
+          b"\x06\x00" + pmd(json, cobj=c) + b"\xfe\xfc" + pmd(json, cobj=c)
+          + b"\xfe\xfc" + pmd(b"", cobj=c))
+    write("fuzz_deflate", "bad_utf8", b"\x04\x00" + pmd(b"abc\xff"))
+    for name, hdr in [
+        ("chrome", b"permessage-deflate; client_max_window_bits"),
+        ("full", b"permessage-deflate; server_no_context_takeover; "
+                 b"client_no_context_takeover; server_max_window_bits=10; "
+                 b"client_max_window_bits=\"9\""),
+        ("several", b"x-webkit-deflate-frame, permessage-deflate; foo, "
+                    b"permessage-deflate; server_max_window_bits=8, "
+                    b"permessage-deflate"),
+        ("quoted_comma", b'permessage-deflate; a="b,c", permessage-deflate'),
+        ("dup", b"permessage-deflate; server_no_context_takeover; "
+                b"server_no_context_takeover"),
+    ]:
+        write("fuzz_deflate", "nego_" + name, b"\x01\x00" + hdr)
+
+
 if __name__ == "__main__":
+    deflate_seeds()
     frame_seeds()
     utf8_seeds()
     close_seeds()

@@ -1437,6 +1437,41 @@ static int command(t_conn *tc, mws_conn *c, const char *text, size_t len,
     else if (!strcmp(cmd, "sendpart")) {
         *rc = cmd_sendpart(c, arg);
     }
+#if MWS_ABI_MINOR >= 1
+    else if (!strcmp(cmd, "blob") || !strcmp(cmd, "rawblob")) {
+        /* a1 bytes of text ("abc..." repeated) sent whole: "rawblob" with
+         * MWS_SEND_NO_COMPRESS */
+        char *blob = a1 > 0 ? malloc((size_t)a1) : NULL;
+        int i;
+
+        for (i = 0; blob && i < a1; ++i) {
+            blob[i] = (char)('a' + i % 26);
+        }
+        rv = host->send_flags(c, MWS_TEXT, blob ? blob : "", blob ? (size_t)a1 : 0,
+                              !strcmp(cmd, "rawblob") ? MWS_SEND_NO_COMPRESS : 0);
+        free(blob);
+        if (rv != MWS_OK) {
+            reply(c, "blob-rv %d", rv);
+        }
+    }
+#endif
+    else if (!strcmp(cmd, "partblob")) {
+        /* a1 parts of a2 bytes each, one message by send_part */
+        char *blob = malloc(a2 > 0 ? (size_t)a2 : 1);
+        int i;
+
+        for (i = 0; blob && i < a2; ++i) {
+            blob[i] = (char)('a' + i % 26);
+        }
+        for (i = 0, rv = MWS_OK; blob && i < a1 && rv == MWS_OK; ++i) {
+            rv = host->send_part(c, MWS_TEXT, blob, a2 > 0 ? (size_t)a2 : 0,
+                                 i == a1 - 1);
+        }
+        free(blob);
+        if (!blob || rv != MWS_OK) {
+            reply(c, "partblob-rv %d", blob ? rv : MWS_ERR_NOMEM);
+        }
+    }
     else if (!strcmp(cmd, "threads")) {
         *rc = start_job(c, "threads", a1, a2, 0, 0);
     }

@@ -23,7 +23,7 @@ LAYERS = [
     "glue/mws_pass.c", "glue/mws_dispatch.c", "glue/mws_write.c",
     "glue/mws_conn.c", "glue/mws_timer.c", "glue/mws_queue.c",
     "glue/mws_handler.c", "glue/mws_limits.c", "glue/mws_accesslog.c",
-    "glue/mws_stats.c",
+    "glue/mws_stats.c", "glue/mws_pmd.c",
 ]
 
 DEF = re.compile(r"^(?!static)[A-Za-z_][\w \*]*?\b(mws_\w+)\s*\(", re.M)

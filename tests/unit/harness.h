@@ -67,5 +67,6 @@ void test_frame(void);
 void test_handshake(void);
 void test_origin(void);
 void test_addrtab(void);
+void test_deflate(void);
 
 #endif /* MWS_TESTS_UNIT_HARNESS_H */

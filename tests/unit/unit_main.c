@@ -29,6 +29,7 @@ int main(void)
     test_handshake();
     test_origin();
     test_addrtab();
+    test_deflate();
     fflush(stderr);
     printf("unit: %lu passed, %lu failed\n", unit_passed, unit_failed);
     return unit_failed ? 1 : 0;
