@@ -23,7 +23,8 @@
 # Environment (defaults in brackets):
 #   BENCH_FULL=1             also hold 10,000 and 15,000 connections
 #   BENCH_SETS               which parts run ["echo hold overcap fanoutcap
-#                            broadcast instr"]
+#                            deflate broadcast instr"]
+#   BENCH_DEFLATE_IDLE [2000] deflate: idle connections per compression mode
 #   BENCH_CAP_RATES          fanoutcap: offered publishes/s, stepped up
 #                            ["100 200 400 800 1600 3200"]
 #   BENCH_CAP_P99_MS [100]   fanoutcap: a rate whose fan-out p99 is above
@@ -80,7 +81,7 @@ TPC=${BENCH_TPC:-25}
 PROXY_TPC=${BENCH_PROXY_TPC:-300}
 ARWF=${BENCH_ARWF:-200}
 DO_CG=${BENCH_CALLGRIND:-1}
-SETS=" ${BENCH_SETS:-echo hold overcap fanoutcap broadcast instr} "
+SETS=" ${BENCH_SETS:-echo hold overcap fanoutcap deflate broadcast instr} "
 CAP=${BENCH_CAP:-1000}
 want() { case $SETS in *" $1 "*) return 0 ;; esac; return 1; }
 DO_CG_NODE=${BENCH_CG_NODE:-1}
@@ -123,7 +124,7 @@ fi
 
 # ---- build the load generator and the node peers --------------------------
 mkdir -p "$BUILD/tests/bench"
-${CC:-gcc} -O2 -Wall -Wextra -o "$WSLOAD" "$HERE/wsload.c" || fail "wsload did not build"
+${CC:-gcc} -O2 -Wall -Wextra -o "$WSLOAD" "$HERE/wsload.c" -lz || fail "wsload did not build"
 if [ ! -f "$HERE/node/node_modules/ws/package.json" ]; then
     log "npm install (ws) in $HERE/node"
     (cd "$HERE/node" && timeout 300 npm install --no-audit --no-fund --loglevel=error) \
@@ -273,6 +274,12 @@ EOF
 <Location /chat>
     SetHandler websocket
     WebSocketHandler $MOD_CHAT
+    Require all granted
+</Location>
+<Location /chatz>
+    SetHandler websocket
+    WebSocketHandler $MOD_CHAT
+    WebSocketCompression on
     Require all granted
 </Location>
 EOF
@@ -497,6 +504,29 @@ fanout_cap() {   # fanout_cap PEER PORT PID
 if want fanoutcap; then
     [ "$HAVE_CHAT" = 1 ] && fanout_cap mws "$MWS_PORT" "$MWS_PID"
     fanout_cap node "$FAN_PORT" "$FAN_PID"
+fi
+
+# ---- permessage-deflate: a compressed broadcast's server CPU per delivery
+# beside the uncompressed one (1 KiB messages, highly compressible padding),
+# then the separate scripts: RSS per idle connection for each mode, callgrind
+# per compressed 1 KiB JSON echo, CPU time per echo beside Node ws ----------
+if want deflate && [ "$HAVE_CHAT" = 1 ]; then
+    for z in plain deflate; do
+        path=/chat; zopt=()
+        [ "$z" = deflate ] && { path=/chatz; zopt=(--deflate); }
+        run "peer=mws test=bcast_1k_$z rep=1" broadcast -p "$MWS_PORT" \
+            -P "$path?room=benchz" -r "$RECEIVERS" -m 300 -w 1 --rate 100 \
+            -s 1024 --conn-rate 1000 --inflight 200 --msg-timeout 5 \
+            --settle 1 --server-pid "$MWS_PID" "${zopt[@]}"
+        sleep 2
+    done
+    for script in "deflate_idle.py ${BENCH_DEFLATE_IDLE:-2000}" "deflate_cpu.py 500" \
+                  "deflate_time.py 3000"; do
+        log "deflate: $script"
+        # shellcheck disable=SC2086
+        MWS_BUILD_DIR=$BUILD timeout 900 /usr/bin/python3 "$HERE"/$script \
+            2>>"$ROOT/deflate.err" | sed 's/^/test=deflate_script /' >> "$RAW"
+    done
 fi
 
 # ---- broadcast: mws chat vs node fanout.js -------------------------------------

@@ -34,6 +34,7 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <zlib.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -360,6 +361,7 @@ static struct {
     char host[64];
     struct sockaddr_in addr;
     int port2;                  /* broadcast: every other receiver here   */
+    int deflate;                /* offer permessage-deflate, inflate RSV1 */
     struct sockaddr_in addr2;
     int port;
     const char *path;
@@ -415,6 +417,8 @@ static void usage(FILE *f)
 "  -q, --quiet              no progress on stderr\n"
 "echo:\n"
 "  -s, --size BYTES         payload size (default 64)\n"
+"      --deflate            offer permessage-deflate (as browsers do) and\n"
+"                           inflate compressed messages (zlib)\n"
 "  -d, --depth D            messages in flight per connection (default 1)\n"
 "  -t, --duration S         measured seconds (default 5), after --warmup S\n"
 "                           (default 1)\n"
@@ -518,6 +522,9 @@ static void parse_args(int argc, char **argv)
         else if (ARG("-p", "--port")) {
             NEEDV();
             opt.port = (int)parse_num(a, v, 1, 65535);
+        }
+        else if (ARG("--deflate", "--deflate")) {
+            opt.deflate = 1;
         }
         else if (ARG("--port2", "--port2")) {
             NEEDV();
@@ -848,6 +855,11 @@ typedef struct conn {
     uint8_t *msg;           /* a fragmented message being reassembled */
     size_t msglen, msgcap;
     int msgop, in_msg;
+    int msg_rsv1;           /* the message being received is compressed */
+    int pmd;                /* permessage-deflate was negotiated */
+    int frame_rsv1;         /* the frame being handled has RSV1 */
+    int pmd_reset;          /* server_no_context_takeover: reset per message */
+    z_stream *zin;          /* its inflater (allocated on first use) */
 
     /* echo: the ring of messages in flight */
     uint64_t *ring_ts;
@@ -882,6 +894,9 @@ static struct {
     int opened;                /* handshakes completed                    */
     int open_now;              /* currently open                          */
     int handshaking;           /* connecting or in the handshake          */
+    int pmd_conns;             /* --deflate: connections that negotiated it */
+    uint64_t pmd_msgs;         /* compressed messages received            */
+    uint64_t pmd_wire, pmd_plain;   /* their bytes, compressed and inflated */
 } st;
 
 static void set_events(conn *c, int want_out)
@@ -1109,8 +1124,11 @@ static void send_handshake(conn *c)
                  "Sec-WebSocket-Key: %s\r\n"
                  "Sec-WebSocket-Version: 13\r\n"
                  "User-Agent: wsload\r\n"
+                 "%s"
                  "\r\n",
-                 path, opt.host, opt.port, key);
+                 path, opt.host, opt.port, key,
+                 opt.deflate ? "Sec-WebSocket-Extensions: permessage-deflate; "
+                               "client_max_window_bits\r\n" : "");
     if (n <= 0 || (size_t)n >= sizeof(req)) {
         conn_fail(c, &st.connect_fail, "request too long");
         return;
@@ -1198,6 +1216,13 @@ static void handle_handshake(conn *c)
         free(hdr);
         return;
     }
+    if (opt.deflate
+        && header_value(hdr, "Sec-WebSocket-Extensions", val, sizeof(val))
+        && strstr(val, "permessage-deflate")) {
+        c->pmd = 1;
+        c->pmd_reset = strstr(val, "server_no_context_takeover") != NULL;
+        st.pmd_conns++;
+    }
     free(hdr);
     memmove(c->rbuf, c->rbuf + hlen, c->rlen - hlen);
     c->rlen -= hlen;
@@ -1208,6 +1233,56 @@ static void handle_handshake(conn *c)
     on_open(c);
     if (c->state == ST_OPEN)
         parse_frames(c);
+}
+
+/* A whole compressed message (RFC 7692): inflate it with the tail added
+ * back, then hand it on as any message.  0, or -1 (failed). */
+static uint8_t *zbuf;
+static size_t zcap;
+
+static int pmd_message(conn *c, int op, const uint8_t *p, size_t len)
+{
+    static const uint8_t tail[4] = { 0x00, 0x00, 0xff, 0xff };
+    size_t out = 0;
+    int rc, pass;
+
+    if (!c->zin) {
+        c->zin = xmalloc(sizeof(*c->zin));
+        memset(c->zin, 0, sizeof(*c->zin));
+        if (inflateInit2(c->zin, -15) != Z_OK) {
+            conn_fail(c, &st.proto_err, "inflateInit2 failed");
+            return -1;
+        }
+    }
+    for (pass = 0; pass < 2; pass++) {
+        c->zin->next_in = (Bytef *)(pass ? tail : p);
+        c->zin->avail_in = (uInt)(pass ? sizeof(tail) : len);
+        do {
+            if (zcap - out < 16384) {
+                zcap = zcap ? zcap * 2 : 65536;
+                zbuf = xrealloc(zbuf, zcap);
+            }
+            c->zin->next_out = zbuf + out;
+            c->zin->avail_out = (uInt)(zcap - out);
+            rc = inflate(c->zin, Z_SYNC_FLUSH);
+            out = zcap - c->zin->avail_out;
+            if (rc != Z_OK && rc != Z_BUF_ERROR && rc != Z_STREAM_END) {
+                conn_fail(c, &st.proto_err, "bad compressed message");
+                return -1;
+            }
+            if (out > MAX_MSG_SIZE) {
+                conn_fail(c, &st.proto_err, "inflated message too big");
+                return -1;
+            }
+        } while (c->zin->avail_in > 0 || c->zin->avail_out == 0);
+    }
+    if (c->pmd_reset)
+        inflateReset(c->zin);
+    st.pmd_msgs++;
+    st.pmd_wire += len;
+    st.pmd_plain += out;
+    on_message(c, op, zbuf, out);
+    return 0;
 }
 
 static void handle_frame(conn *c, int fin, int op, const uint8_t *p,
@@ -1234,7 +1309,10 @@ static void handle_frame(conn *c, int fin, int op, const uint8_t *p,
         c->msglen += (size_t)len;
         if (fin) {
             c->in_msg = 0;
-            on_message(c, c->msgop, c->msg, c->msglen);
+            if (c->msg_rsv1)
+                pmd_message(c, c->msgop, c->msg, c->msglen);
+            else
+                on_message(c, c->msgop, c->msg, c->msglen);
         }
         return;
     case 0x1:
@@ -1243,8 +1321,12 @@ static void handle_frame(conn *c, int fin, int op, const uint8_t *p,
             conn_fail(c, &st.proto_err, "new message inside a fragmented one");
             return;
         }
+        c->msg_rsv1 = c->frame_rsv1;
         if (fin) {
-            on_message(c, op, p, (size_t)len);
+            if (c->msg_rsv1)
+                pmd_message(c, op, p, (size_t)len);
+            else
+                on_message(c, op, p, (size_t)len);
             return;
         }
         c->in_msg = 1;
@@ -1318,10 +1400,14 @@ static void parse_frames(conn *c)
                 len = len << 8 | b[2 + i];
             hl = 10;
         }
-        if (b[0] & 0x70) {
+        /* RSV1 only on the first frame of a data message, and only with
+         * permessage-deflate */
+        if ((b[0] & 0x30) || ((b[0] & 0x40)
+                              && (!c->pmd || !(b[0] & 0x03)))) {
             conn_fail(c, &st.proto_err, "RSV bit set");
             return;
         }
+        c->frame_rsv1 = (b[0] & 0x40) != 0;
         if (b[1] & 0x80) {
             conn_fail(c, &st.proto_err, "masked frame from the server");
             return;
@@ -1568,6 +1654,10 @@ static void print_common(void)
            (unsigned long long)st.bad_accept,
            (unsigned long long)st.proto_err,
            (unsigned long long)st.dropped);
+    if (opt.deflate)
+        printf(" pmd_conns=%d pmd_msgs=%llu pmd_ratio=%.2f", st.pmd_conns,
+               (unsigned long long)st.pmd_msgs,
+               st.pmd_wire ? (double)st.pmd_plain / (double)st.pmd_wire : 0);
 }
 
 /* ------------------------------------------------------------------------ */

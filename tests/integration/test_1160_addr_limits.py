@@ -38,6 +38,9 @@ LOCATIONS = """
     WebSocketHandler {so}
     WebSocketHandlerOption LogFile {log}
     WebSocketMaxConnectionsPerAddress {cap}
+    # what is tested is the per-address cap: the server's capacity (auto,
+    # 32 WebSockets with the test's worker settings) must not refuse first
+    WebSocketMaxConnections 200
 </Location>
 <Location /free>
     SetHandler websocket
