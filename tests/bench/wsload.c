@@ -1819,6 +1819,8 @@ static int run_echo(void)
 /* hold                                                                      */
 
 static int hold_pinged, hold_ponged;
+static hist hold_lat;           /* from the start of the ping burst */
+static uint64_t hold_ping_t0;
 
 static void hold_message(conn *c, int op, const uint8_t *p, size_t len)
 {
@@ -1834,6 +1836,7 @@ static void hold_pong(conn *c, const uint8_t *p, size_t len)
     if (c->pinged && !c->ponged && len == (size_t)n && !memcmp(p, want, len)) {
         c->ponged = 1;
         hold_ponged++;
+        hist_add(&hold_lat, now_ns() - hold_ping_t0);
     }
 }
 
@@ -1861,6 +1864,8 @@ static int run_hold(void)
     loop(t_open + (uint64_t)(opt.hold * 1e9), NULL, NULL, 0);
     held = server_stats();
     held_n = st.open_now;
+    hist_init(&hold_lat);
+    hold_ping_t0 = now_ns();    /* a ping to every connection at once */
     for (i = 0; i < nconns; i++) {
         conn *c = &conns[i];
         char p[32];
@@ -1882,6 +1887,9 @@ static int run_hold(void)
            " connect_s=%.2f hold_s=%.0f",
            opt.tag, opt.tag[0] ? " " : "", nconns, st.opened, held_n,
            hold_ponged, nconns - hold_ponged, connect_s, opt.hold);
+    printf(" pong_p50_us=%.0f pong_p99_us=%.0f pong_max_us=%.0f",
+           hist_q(&hold_lat, 0.50), hist_q(&hold_lat, 0.99),
+           (double)(hold_lat.max_ns / 1000));
     if (opt.npids) {
         long per = held_n > 0 ? (held.rss_kb - before.rss_kb) * 1024 / held_n
                               : 0;
