@@ -62,38 +62,38 @@ static apr_status_t plain_read(mws_drive *dv, apr_size_t *len)
                                                      : APR_FROM_OS_ERROR(errno);
 }
 
-/* The plain-socket path's reads: until the budget, or would block. */
-static apr_status_t read_plain(mws_drive *dv)
+/* One chunk into mws_rbuf by the connection's path: APR_SUCCESS with *len
+ * (0 is possible through the filters) and *eos, APR_EAGAIN when nothing
+ * is there now, else the error or APR_EOF. */
+static apr_status_t read_chunk(mws_drive *dv, apr_size_t *len, int *eos)
 {
     apr_status_t rv;
-    apr_size_t len, total = 0;
 
-    for (;;) {
-        rv = plain_read(dv, &len);
-        if (rv != APR_SUCCESS) {
-            if (rv != APR_EAGAIN) {
-                ap_log_cerror(APLOG_MARK, APLOG_TRACE2, rv, dv->c,
-                              "ws(%" APR_UINT64_T_FMT "): read ends",
-                              (apr_uint64_t)dv->mc->id);
-            }
-            return rv;
-        }
-        dv->last_read = dv->now;
-        mws_dispatch(dv, mws_rbuf, len);
-        if (dv->done) {
-            return APR_SUCCESS;
-        }
-        total += len;
-        if (total >= MWS_READ_PER_PASS) {
-            dv->read_more = 1;
-            return APR_SUCCESS;
-        }
-        if (len < MWS_READ_CHUNK) {
-            /* the socket had no more (a greedy read): asking again would
-             * only hear "would block" */
+    *eos = 0;
+    if (dv->plain_in) {
+        return plain_read(dv, len);
+    }
+    rv = ap_get_brigade(dv->c->input_filters, dv->bb_in, AP_MODE_READBYTES,
+                        APR_NONBLOCK_READ, MWS_READ_CHUNK);
+    if (rv != APR_SUCCESS) {
+        apr_brigade_cleanup(dv->bb_in);
+        if (APR_STATUS_IS_EAGAIN(rv)) {
+            /* the core filter holds nothing more (it read the socket until
+             * it would block): from now on the socket is read directly,
+             * where the path allows it */
+            dv->plain_in = dv->plain_fd >= 0;
             return APR_EAGAIN;
         }
+        return rv;
     }
+    if (APR_BRIGADE_EMPTY(dv->bb_in)) {
+        return APR_EAGAIN;
+    }
+    *eos = APR_BUCKET_IS_EOS(APR_BRIGADE_LAST(dv->bb_in));
+    *len = MWS_READ_CHUNK;
+    rv = apr_brigade_flatten(dv->bb_in, (char *)mws_rbuf, len);
+    apr_brigade_cleanup(dv->bb_in);
+    return rv;
 }
 
 /* Read what is there without blocking, up to MWS_READ_PER_PASS: then
@@ -107,35 +107,14 @@ static apr_status_t read_available(mws_drive *dv)
     int eos;
 
     dv->read_more = 0;
-    if (dv->plain_in) {
-        return read_plain(dv);
-    }
     for (;;) {
-        rv = ap_get_brigade(dv->c->input_filters, dv->bb_in,
-                            AP_MODE_READBYTES, APR_NONBLOCK_READ,
-                            MWS_READ_CHUNK);
+        rv = read_chunk(dv, &len, &eos);
         if (rv != APR_SUCCESS) {
-            apr_brigade_cleanup(dv->bb_in);
-            if (APR_STATUS_IS_EAGAIN(rv)) {
-                /* the core filter holds nothing more (it read the socket
-                 * until it would block): from now on the socket is read
-                 * directly, where the path allows it */
-                dv->plain_in = dv->plain_fd >= 0;
-                return APR_EAGAIN;
+            if (rv != APR_EAGAIN) {
+                ap_log_cerror(APLOG_MARK, APLOG_TRACE2, rv, dv->c,
+                              "ws(%" APR_UINT64_T_FMT "): read ends",
+                              (apr_uint64_t)dv->mc->id);
             }
-            ap_log_cerror(APLOG_MARK, APLOG_TRACE2, rv, dv->c,
-                          "ws(%" APR_UINT64_T_FMT "): read ends",
-                          (apr_uint64_t)dv->mc->id);
-            return rv;
-        }
-        if (APR_BRIGADE_EMPTY(dv->bb_in)) {
-            return APR_EAGAIN;
-        }
-        eos = APR_BUCKET_IS_EOS(APR_BRIGADE_LAST(dv->bb_in));
-        len = MWS_READ_CHUNK;
-        rv = apr_brigade_flatten(dv->bb_in, (char *)mws_rbuf, &len);
-        apr_brigade_cleanup(dv->bb_in);
-        if (rv != APR_SUCCESS) {
             return rv;
         }
         if (len) {
@@ -164,8 +143,9 @@ static apr_status_t read_available(mws_drive *dv)
             return APR_SUCCESS;
         }
         if (len < MWS_READ_CHUNK && dv->input_drains) {
-            /* the core filter read until the socket said "would block":
-             * asking again would only hear it say so once more */
+            /* the read was greedy (the core filter's, or ours on the
+             * plain-socket path, which input_drains covers): asking again
+             * would only hear "would block" */
             dv->plain_in = dv->plain_fd >= 0;
             return APR_EAGAIN;
         }
