@@ -97,6 +97,45 @@ static void *h_req_httpd_request(mws_request *req)
     return req ? req->r : NULL;
 }
 
+/* ---- 1.1: the refusal a handler describes in on_open --------------------------------------------------------- */
+
+static int printable(const char *s, size_t max)
+{
+    size_t n = 0;
+
+    for (; *s; ++s, ++n) {
+        if (n >= max || *s < 0x20 || *s > 0x7e) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int h_req_refuse_reason(mws_request *req, const char *reason)
+{
+    if (!req || !reason || !*reason || !printable(reason, 64)) {
+        return MWS_ERR_INVALID;
+    }
+    req->refuse_reason = apr_pstrdup(req->r->pool, reason);
+    return MWS_OK;
+}
+
+static int h_req_refuse_body(mws_request *req, const char *content_type,
+                    const void *body, size_t len)
+{
+    if (!req || (len && !body) || len > MWS_REFUSE_BODY_MAX
+        || (content_type && (!*content_type
+                             || !printable(content_type, 128)))) {
+        return MWS_ERR_INVALID;
+    }
+    req->refuse_ctype = content_type
+                        ? apr_pstrdup(req->r->pool, content_type)
+                        : "text/plain; charset=utf-8";
+    req->refuse_body = apr_pmemdup(req->r->pool, body ? body : "", len);
+    req->refuse_len = len;
+    return MWS_OK;
+}
+
 /* ---- a connection ---------------------------------------------------- */
 
 static int h_send(mws_conn *mc, mws_msg_type type, const void *data,
@@ -348,8 +387,8 @@ const mws_host mws_host_table = {
     mws_linemem_lock,
     mws_linemem_unlock,
     h_line_publish,
-    mws_refuse_reason,
-    mws_refuse_body,
+    h_req_refuse_reason,
+    h_req_refuse_body,
     h_send_flags,
     h_compressed
 };

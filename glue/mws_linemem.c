@@ -1,8 +1,7 @@
 /*
  * mws_linemem.c -- state a handler line shares across child processes (API
  * 1.1): shared memory and a cross-process mutex that init_server() creates
- * in the parent; the crash counters of every line; and the refusal a
- * handler describes in on_open.
+ * in the parent; and the crash counters of every line.
  *
  * The segment is anonymous shared memory (apr_shm_create without a file
  * name), so no process outside this server's tree can map it.  The mutex
@@ -152,43 +151,4 @@ uint32_t *mws_linemem_counters(apr_pool_t *pconf, server_rec *s, int n)
     c = apr_shm_baseaddr_get(shm);
     memset(c, 0, sizeof(uint32_t) * 2 * (apr_size_t)n);
     return c;
-}
-
-/* ---- refusals --------------------------------------------------------- */
-
-static int printable(const char *s, size_t max)
-{
-    size_t n = 0;
-
-    for (; *s; ++s, ++n) {
-        if (n >= max || *s < 0x20 || *s > 0x7e) {
-            return 0;
-        }
-    }
-    return 1;
-}
-
-int mws_refuse_reason(mws_request *req, const char *reason)
-{
-    if (!req || !reason || !*reason || !printable(reason, 64)) {
-        return MWS_ERR_INVALID;
-    }
-    req->refuse_reason = apr_pstrdup(req->r->pool, reason);
-    return MWS_OK;
-}
-
-int mws_refuse_body(mws_request *req, const char *content_type,
-                    const void *body, size_t len)
-{
-    if (!req || (len && !body) || len > MWS_REFUSE_BODY_MAX
-        || (content_type && (!*content_type
-                             || !printable(content_type, 128)))) {
-        return MWS_ERR_INVALID;
-    }
-    req->refuse_ctype = content_type
-                        ? apr_pstrdup(req->r->pool, content_type)
-                        : "text/plain; charset=utf-8";
-    req->refuse_body = apr_pmemdup(req->r->pool, body ? body : "", len);
-    req->refuse_len = len;
-    return MWS_OK;
 }

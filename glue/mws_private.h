@@ -462,16 +462,13 @@ int mws_channels_publish_line(mws_instance *inst, const char *channel,
 int mws_channels_publish(const char *channel, mws_msg_type type,
                          const void *data, size_t len);
 
-/* ---- mws_linemem.c: a line's shared memory and mutex; refusals (1.1) -- */
+/* ---- mws_linemem.c: a line's shared memory and mutex (1.1) ------------ */
 void mws_linemem_allow(mws_instance *inst, apr_pool_t *pconf);
 uint32_t *mws_linemem_counters(apr_pool_t *pconf, server_rec *s, int n);
 int mws_linemem_create(mws_line *line, size_t size);
 void *mws_linemem_mem(mws_line *line, size_t *size);
 int mws_linemem_lock(mws_line *line);
 int mws_linemem_unlock(mws_line *line);
-int mws_refuse_reason(mws_request *r, const char *reason);
-int mws_refuse_body(mws_request *r, const char *content_type,
-                    const void *body, size_t len);
 
 /* A handler struct has member m (API 1.1 and later members): the handler
  * was built against a minor version that has it and its struct covers it. */
