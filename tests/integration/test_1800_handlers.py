@@ -264,14 +264,16 @@ def test_mws_1800_09_too_long_message_is_an_error_to_the_sender(henv):
 
 
 def _connect_many(env, path, n, timeout=30):
-    """Open n chat clients at once (so that they spread over the children);
-    returns [(ws, welcome)]."""
+    """Open n clients at once (so that they spread over the children);
+    returns [(ws, first JSON message)].  path: one for all, or path(i)."""
     out = [None] * n
     errs = []
 
     def one(i):
         try:
-            ws = wsclient.WsClient.connect(env.host, env.http_port, path, timeout=timeout)
+            ws = wsclient.WsClient.connect(env.host, env.http_port,
+                                           path(i) if callable(path) else path,
+                                           timeout=timeout)
             out[i] = (ws, recv_json(ws, timeout))
         except Exception as e:  # reported below
             errs.append(e)

@@ -8,12 +8,12 @@ on_publish, a refusal with a JSON body, check_options at `apache2 -t`.
 import json
 import os
 import re
-import threading
 import time
 
 import pytest
 
 import conftest
+from test_1800_handlers import _connect_many
 import wsclient
 from wsclient import OP_TEXT
 
@@ -56,24 +56,7 @@ def bidder(env, name, path="/auction"):
 
 
 def connect_many(env, n, path="/auction"):
-    out, errs = [None] * n, []
-
-    def one(i):
-        try:
-            out[i] = bidder(env, "b%d" % i, path)
-        except Exception as e:  # reported below
-            errs.append(e)
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errs:
-        for o in out:
-            if o:
-                o[0].close()
-        raise errs[0]
-    return out
+    return _connect_many(env, lambda i: "%s?bidder=b%d" % (path, i), n)
 
 
 def test_mws_1810_01_refusal_names_what_is_missing(aenv):
