@@ -236,52 +236,11 @@ static void ws_resume_connection(conn_rec *c, request_rec *r)
     }
 }
 
-/*
- * Staying on the thread while input keeps coming.  A connection that just
- * had input is likely to have more (a client that answers each reply, a
- * stream of messages): the worker waits up to MWS_STAY_USEC for it with a
- * poll of the socket before it hands the connection back to the MPM,
- * which saves the MPM's round trip (the listener's poll, the queue, a
- * worker's wake-up: about 1,800 instructions a message, docs/design.md).
- * Bounded four ways, so that it never costs what it saves: only hot
- * connections (input within MWS_HOT_USEC before this input: a client in
- * conversation, not one that answers a ping once a minute, so that waking
- * thousands of idle connections at once does not make each worker wait in
- * vain), only plain-socket connections (the poll must see every byte that
- * waits), at most MWS_STAY_PASSES passes before the MPM gets the
- * connection back (other connections' fairness), and at most a quarter of
- * the child's threads waiting so at once (the rest stay free for new
- * work).  An idle connection still holds no thread: a stay ends after
- * MWS_STAY_USEC of silence.
- */
-#define MWS_STAY_USEC   500
+/* Input within this long before the input that woke a connection: a
+ * client in conversation, worth staying for (mws_stay.c); not one that
+ * answers a ping once a minute, so that waking thousands of idle
+ * connections at once does not make each worker wait in vain. */
 #define MWS_HOT_USEC    2000
-#define MWS_STAY_PASSES 64
-static int mws_stay_max = 1;
-static int mws_staying;
-
-static int stay_for_input(mws_drive *dv, int passes)
-{
-    struct pollfd pfd;
-    struct timespec ts = { 0, MWS_STAY_USEC * 1000L };
-    int rc;
-
-    if (dv->plain_fd < 0 || !dv->plain_in || passes >= MWS_STAY_PASSES
-        || dv->read_paused || dv->done || dv->closing || dv->write_blocked) {
-        return 0;
-    }
-    if (__atomic_add_fetch(&mws_staying, 1, __ATOMIC_RELAXED)
-        > mws_stay_max) {
-        __atomic_sub_fetch(&mws_staying, 1, __ATOMIC_RELAXED);
-        return 0;
-    }
-    pfd.fd = dv->plain_fd;
-    pfd.events = POLLIN;
-    pfd.revents = 0;
-    rc = ppoll(&pfd, 1, &ts, NULL);
-    __atomic_sub_fetch(&mws_staying, 1, __ATOMIC_RELAXED);
-    return rc > 0;
-}
 
 /* Input arrived for a parked connection (or it was woken to close). */
 static int ws_process_connection(conn_rec *c)
@@ -301,10 +260,10 @@ static int ws_process_connection(conn_rec *c)
     before = dv->last_read;
     finished = dv->closing || mws_drive_input(dv);
     if (dv->last_read - before > MWS_HOT_USEC) {
-        passes = MWS_STAY_PASSES;   /* not in conversation: do not stay */
+        passes = -1;            /* not in conversation: do not stay */
     }
-    while (!finished && stay_for_input(dv, passes++)) {
-        finished = mws_drive_input(dv);
+    if (!finished) {
+        mws_stay(dv, passes, &finished);
     }
     if (finished) {
         mws_drive_finish(dv);
@@ -375,11 +334,8 @@ static void park_last_words(mws_conn *mc)
 
 apr_status_t mws_park_child_init(apr_pool_t *pchild)
 {
-    int threads = 0;
-
     mws_ncpu = cpus_available();
-    ap_mpm_query(AP_MPMQ_MAX_THREADS, &threads);
-    mws_stay_max = threads >= 8 ? threads / 4 : 1;
+    mws_stay_child_init(pchild);
     return mws_wakeq_start(pchild, async_cb);
 }
 

@@ -372,9 +372,10 @@ int mws_drive_pass(mws_drive *dv, int need_read)
     mws_conn *mc = dv->mc;
     apr_time_t next;
     apr_status_t rv;
-    /* a parked connection's pass without input serves a push or a timer:
-     * its writes must not wait for the client */
-    int careful = mc->async && !need_read;
+    /* a parked connection's pass without input serves a push or a timer,
+     * a staying one's may serve others' too: its writes must not wait for
+     * the client */
+    int careful = (mc->async && !need_read) || dv->write_careful;
 
     dv->now = apr_time_now();   /* one clock reading per pass */
     dv->read_more = 0;

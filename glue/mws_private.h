@@ -389,6 +389,9 @@ typedef struct mws_drive {
     ws_inflater *inf;           /* permessage-deflate: NULL when off      */
     int zfirst;                 /* the inflated message's first piece is
                                  * still to be handed on                  */
+    int write_careful;          /* served with others (mws_stay.c): its
+                                 * writes never wait for its client       */
+    apr_time_t stay_not_before; /* a slow pass: it may not stay until then */
 } mws_drive;
 
 /*
@@ -538,6 +541,13 @@ apr_status_t mws_park_child_init(apr_pool_t *pchild);
 void mws_park_register_hooks(void);
 /* hand n claimed connections (mws_queue_shared_claim) their callbacks */
 void mws_park_kick_batch(mws_conn **mcs, size_t n);
+
+/* ---- mws_stay.c: hot connections stay on their workers, served together */
+/* Keep a hot plain-socket connection on this worker while input keeps
+ * coming (passes: how many it had; < 0: may not stay).  0 if it may not
+ * stay; else 1, with *finished from its last pass, once it left. */
+int mws_stay(mws_drive *dv, int passes, int *finished);
+apr_status_t mws_stay_child_init(apr_pool_t *pchild);
 
 /* ---- mws_wakeq.c: later wake-ups of parked connections ------------------ */
 apr_status_t mws_wakeq_start(apr_pool_t *pchild, ap_mpm_callback_fn_t *fire);

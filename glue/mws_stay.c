@@ -1,0 +1,266 @@
+/*
+ * mws_stay.c -- hot connections stay on their workers, served together.
+ *
+ * A connection that just had input is likely to have more (a client that
+ * answers each reply, a stream of messages).  Handing it back to the event
+ * MPM after every message costs the MPM's round trip: the listener's poll,
+ * the queue, a worker's wake-up, two epoll_ctl calls (about 1,800
+ * instructions and two context switches a message, docs/design.md).  So
+ * its worker keeps it for a while.  Waiting alone, each staying worker
+ * would still be woken once per message; on a busy CPU those wake-ups are
+ * most of the cost (perf: 60 % of the server's time in context switches
+ * at 10 connections, depth 1).  So the staying connections of a child are
+ * served together, as a single-threaded server would serve them: their
+ * sockets sit in one epoll set, one of their workers (the leader) waits
+ * on it and serves every connection that has input, its own or another's,
+ * while the other workers sleep until their own connection leaves the set.
+ * One wake-up then serves as many messages as arrived meanwhile.
+ *
+ * Each staying connection still has its own worker, which owns it for the
+ * MPM (mc->io is OWNED); the leader serves it only while that worker
+ * sleeps here, so one thread at a time touches a connection.  A member
+ * leaves the set (and its worker wakes up and parks it in the MPM) after
+ * MWS_STAY_USEC without input, after MWS_STAY_PASSES passes (other
+ * connections' fairness), when it is finished, or when it may not stay (its
+ * queue is over its cap, its writes block, it closes).  At most a quarter
+ * of the child's threads stay (the rest stay free for new work), and only
+ * plain-socket connections (the poll must see every byte that waits).
+ * An idle connection still holds no thread.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "httpd.h"
+#include "http_log.h"
+#include "ap_mpm.h"
+
+#include "mws_private.h"
+
+#define MWS_STAY_USEC   500
+#define MWS_STAY_PASSES 64
+#define MWS_STAY_EVENTS 32
+/* A pass longer than this (a handler that computes or blocks) would delay
+ * the others: its connection leaves the set and may not stay for
+ * MWS_STAY_BENCH_USEC. */
+#define MWS_STAY_SLOW_USEC  2000
+#define MWS_STAY_BENCH_USEC (10 * APR_USEC_PER_SEC)
+
+typedef struct stay_entry stay_entry;
+static unsigned long stay_led, stay_led_others;  /* passes: the leader's */
+struct stay_entry {
+    mws_drive *dv;
+    stay_entry *next, *prev;      /* in the set, under stay_mu            */
+    apr_time_t last_input;
+    int passes;
+    int finished;               /* the connection's last pass said so   */
+    int released;               /* out of the set: its worker takes over */
+    pthread_cond_t cond;        /* its worker sleeps on it              */
+};
+
+static pthread_mutex_t stay_mu = PTHREAD_MUTEX_INITIALIZER;
+static int stay_ep = -1;        /* epoll set of the staying sockets     */
+static int stay_leader;         /* a worker leads (under stay_mu)       */
+static int stay_n, stay_max;
+static int stay_turned_away;    /* a connection found the set full      */
+static stay_entry *stay_head;
+
+/* May the connection (still) stay?  Past MWS_STAY_PASSES only while no
+ * other connection was turned away: handing a connection back to the MPM
+ * costs it the MPM's round trip for its next message, worth paying only
+ * to give another connection its turn. */
+static int may_stay(const mws_drive *dv, int passes)
+{
+    return dv->plain_fd >= 0 && dv->plain_in && passes >= 0
+           && (passes < MWS_STAY_PASSES
+               || !__atomic_load_n(&stay_turned_away, __ATOMIC_RELAXED))
+           && !dv->read_paused && !dv->done && !dv->closing
+           && !dv->write_blocked && dv->now >= dv->stay_not_before;
+}
+
+/* Out of the set; its worker wakes up (stay_mu held).  Not touched after:
+ * its worker may return at once and the entry lives on its stack. */
+static void release_locked(stay_entry *s, stay_entry *self)
+{
+    if (s->prev) {
+        s->prev->next = s->next;
+    }
+    else {
+        stay_head = s->next;
+    }
+    if (s->next) {
+        s->next->prev = s->prev;
+    }
+    --stay_n;
+    epoll_ctl(stay_ep, EPOLL_CTL_DEL, s->dv->plain_fd, NULL);
+    s->released = 1;
+    if (s != self) {
+        pthread_cond_signal(&s->cond);
+    }
+}
+
+/* One pass for a member that has input (need_read) or queued work.  One
+ * pass reads at most its budget: what is left is still in the socket
+ * (plain path), the set reports it again, and the others get their turn
+ * first.  Its writes stop where the client's socket is full, rather than
+ * wait for the client as an owner's would: the leader serves the others
+ * too, and a client that does not read must not stall them. */
+static void serve(stay_entry *s, int need_read)
+{
+    mws_drive *dv = s->dv;
+    apr_time_t before = dv->last_read;
+
+    mws_alloc_busy(dv);
+    dv->write_careful = 1;
+    s->finished = mws_drive_pass(dv, need_read);
+    dv->write_careful = 0;
+    if (apr_time_now() - dv->now > MWS_STAY_SLOW_USEC) {
+        dv->stay_not_before = dv->now + MWS_STAY_BENCH_USEC;
+    }
+    if (dv->last_read != before) {
+        s->last_input = dv->last_read;
+        ++s->passes;
+    }
+}
+
+/* Wait for input on the set until the time given (0: no deadline). */
+static int stay_wait(struct epoll_event *ev, apr_time_t until)
+{
+    apr_time_t left = until - apr_time_now();
+    struct timespec ts;
+    int n;
+
+    if (left < 0) {
+        left = 0;
+    }
+    ts.tv_sec = (time_t)apr_time_sec(left);
+    ts.tv_nsec = (long)apr_time_usec(left) * 1000L;
+    n = epoll_pwait2(stay_ep, ev, MWS_STAY_EVENTS, &ts, NULL);
+    if (n < 0 && errno == ENOSYS) {
+        /* kernels before 5.11: millisecond resolution, rounded up */
+        n = epoll_wait(stay_ep, ev, MWS_STAY_EVENTS,
+                       (int)((left + 999) / 1000));
+    }
+    return n;
+}
+
+/* Lead until our own connection leaves the set (stay_mu held on entry
+ * and on return). */
+static void lead(stay_entry *self)
+{
+    struct epoll_event ev[MWS_STAY_EVENTS];
+    stay_entry *s, *next;
+    apr_time_t until, now;
+    int i, n, turned_away;
+
+    while (!self->released) {
+        until = 0;
+        for (s = stay_head; s; s = s->next) {
+            if (!until || s->last_input + MWS_STAY_USEC < until) {
+                until = s->last_input + MWS_STAY_USEC;
+            }
+        }
+        pthread_mutex_unlock(&stay_mu);
+        n = stay_wait(ev, until);
+        /* members are only released by the leader: the entries the
+         * events point at are alive until we release them */
+        for (i = 0; i < n; ++i) {
+            serve(ev[i].data.ptr, 1);
+            stay_led_others += ev[i].data.ptr != self;
+        }
+        stay_led += n > 0 ? (unsigned long)n : 0;
+        now = apr_time_now();
+        pthread_mutex_lock(&stay_mu);
+        turned_away = stay_turned_away;
+        stay_turned_away = 0;
+        for (s = stay_head; s; s = next) {
+            next = s->next;
+            if (!s->finished && may_stay(s->dv, s->passes)
+                && (__atomic_load_n(&s->dv->mc->work_pending,
+                                    __ATOMIC_ACQUIRE))) {
+                /* another thread queued something for it */
+                pthread_mutex_unlock(&stay_mu);
+                serve(s, 0);
+                pthread_mutex_lock(&stay_mu);
+                next = s->next;
+            }
+            if (s->finished || !may_stay(s->dv, s->passes)
+                || (turned_away && s->passes >= MWS_STAY_PASSES)
+                || now - s->last_input >= MWS_STAY_USEC) {
+                release_locked(s, self);
+            }
+        }
+    }
+}
+
+int mws_stay(mws_drive *dv, int passes, int *finished)
+{
+    stay_entry s;
+    struct epoll_event ev;
+
+    if (stay_ep < 0 || !may_stay(dv, passes)) {
+        return 0;
+    }
+    memset(&s, 0, sizeof(s));
+    s.dv = dv;
+    s.passes = passes;
+    s.last_input = dv->last_read;
+    pthread_mutex_lock(&stay_mu);
+    if (stay_n >= stay_max) {
+        stay_turned_away = 1;
+        pthread_mutex_unlock(&stay_mu);
+        return 0;
+    }
+    ev.events = EPOLLIN | EPOLLRDHUP;
+    ev.data.ptr = &s;
+    if (epoll_ctl(stay_ep, EPOLL_CTL_ADD, dv->plain_fd, &ev) != 0) {
+        pthread_mutex_unlock(&stay_mu);
+        return 0;
+    }
+    pthread_cond_init(&s.cond, NULL);
+    s.next = stay_head;
+    if (stay_head) {
+        stay_head->prev = &s;
+    }
+    stay_head = &s;
+    ++stay_n;
+    while (!s.released) {
+        if (!stay_leader) {
+            stay_leader = 1;
+            stay_led = stay_led_others = 0;
+            lead(&s);
+            stay_leader = 0;
+            ap_log_cerror(APLOG_MARK, APLOG_TRACE2, 0, dv->c,
+                          "ws: led the hot set: %lu passes with input, %lu "
+                          "for other workers' connections", stay_led,
+                          stay_led_others);
+            if (stay_head) {
+                /* a member's worker takes over the lead */
+                pthread_cond_signal(&stay_head->cond);
+            }
+            break;
+        }
+        pthread_cond_wait(&s.cond, &stay_mu);
+    }
+    pthread_mutex_unlock(&stay_mu);
+    pthread_cond_destroy(&s.cond);
+    *finished = s.finished;
+    return 1;
+}
+
+apr_status_t mws_stay_child_init(apr_pool_t *pchild)
+{
+    int threads = 0;
+
+    ap_mpm_query(AP_MPMQ_MAX_THREADS, &threads);
+    stay_max = threads >= 8 ? threads / 4 : 1;
+    stay_ep = epoll_create1(EPOLL_CLOEXEC);
+    if (stay_ep < 0) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, errno, NULL, MWS_LOGNO(00168)
+                     "epoll_create1 failed: hot WebSockets will "
+                     "wait for input in the MPM after each message");
+    }
+    return APR_SUCCESS;
+}
