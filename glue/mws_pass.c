@@ -87,6 +87,14 @@ static apr_status_t read_chunk(mws_drive *dv, apr_size_t *len, int *eos)
         return rv;
     }
     if (APR_BRIGADE_EMPTY(dv->bb_in)) {
+        /* httpd's core input filter answers a non-blocking read that would
+         * block with an empty brigade: with only it (and mod_logio) in the
+         * chain, nothing is held back, and the socket can be read directly
+         * from now on -- from the first message on, for a connection drained
+         * right after its handshake */
+        if (dv->input_drains) {
+            dv->plain_in = dv->plain_fd >= 0;
+        }
         return APR_EAGAIN;
     }
     *eos = APR_BUCKET_IS_EOS(APR_BRIGADE_LAST(dv->bb_in));
@@ -621,7 +629,10 @@ void mws_drive_last_words(mws_drive *dv)
 /* Input arrived for a parked connection (its owner calls this). */
 void mws_alloc_busy(mws_drive *dv)
 {
-    if (dv->mc && dv->mc->max_free_lowered && !dv->alloc_busy) {
+    /* the plain-socket path reads into the thread's buffer, not into
+     * buffers of this allocator */
+    if (dv->mc && dv->mc->max_free_lowered && !dv->alloc_busy
+        && !dv->plain_in) {
         apr_allocator_max_free_set(apr_pool_allocator_get(dv->c->pool),
                                    MWS_BUSY_MAX_FREE);
         dv->alloc_busy = 1;

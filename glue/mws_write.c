@@ -272,24 +272,38 @@ static apr_status_t plain_write(mws_drive *dv, mws_out *keep,
     return APR_SUCCESS;
 }
 
-/* A write by the path the connection is on.  The first goes through the
- * filters with a flush, which leaves the core output filter empty; from
- * then on the plain-socket path writes itself. */
+/* From now on the plain-socket path writes itself (mod_logio counted by
+ * hand). */
+static void plain_out_begin(mws_drive *dv)
+{
+    if (!logio_out) {
+        logio_out = APR_RETRIEVE_OPTIONAL_FN(ap_logio_add_bytes_out);
+    }
+    dv->plain_out = 1;
+}
+
+/* A write by the path the connection is on.  On the plain-socket path,
+ * the first write goes to the socket itself when the core output filter
+ * holds nothing, else through the filters with a flush, which empties
+ * it. */
 static apr_status_t write_by_path(mws_drive *dv, mws_out *keep,
                                   apr_size_t room, int careful,
                                   apr_size_t *bytes, int *wrote_close)
 {
     apr_status_t rv;
 
+    if (!dv->plain_out && dv->plain_fd >= 0
+        && !dv->c->data_in_output_filters) {
+        /* the core output filter holds nothing (it says so after every
+         * call): nothing can come out of order */
+        plain_out_begin(dv);
+    }
     if (dv->plain_out) {
         return plain_write(dv, keep, room, careful, bytes, wrote_close);
     }
     rv = write_some(dv, keep, room, bytes, wrote_close);
     if (rv == APR_SUCCESS && dv->plain_fd >= 0) {
-        if (!logio_out) {
-            logio_out = APR_RETRIEVE_OPTIONAL_FN(ap_logio_add_bytes_out);
-        }
-        dv->plain_out = 1;
+        plain_out_begin(dv);
     }
     return rv;
 }
