@@ -36,6 +36,7 @@
 #include "httpd.h"
 #include "http_log.h"
 #include "ap_mpm.h"
+#include "scoreboard.h"
 
 #include "mws_private.h"
 
@@ -50,6 +51,7 @@
 
 typedef struct stay_entry stay_entry;
 static unsigned long stay_led, stay_led_others;  /* passes: the leader's */
+static int stay_most;           /* the most that stayed at once, this term */
 struct stay_entry {
     mws_drive *dv;
     stay_entry *next, *prev;      /* in the set, under stay_mu            */
@@ -63,9 +65,63 @@ struct stay_entry {
 static pthread_mutex_t stay_mu = PTHREAD_MUTEX_INITIALIZER;
 static int stay_ep = -1;        /* epoll set of the staying sockets     */
 static int stay_leader;         /* a worker leads (under stay_mu)       */
-static int stay_n, stay_max;
+static int stay_n;
+/* How many may stay.  A quarter of the child's threads always may; more,
+ * up to all but a fifth, while at least a fifth of the threads wait idle
+ * for other work (the scoreboard, looked at once a millisecond at most):
+ * a busy child gets its threads back from the connections that stay. */
+static int stay_base, stay_max, stay_reserve, stay_threads;
+static int stay_slot = -1;      /* this child's scoreboard slot         */
+static int stay_idle;           /* idle workers at the last look        */
+static apr_time_t stay_looked;
 static int stay_turned_away;    /* a connection found the set full      */
 static stay_entry *stay_head;
+
+/* Idle workers of this child, from the scoreboard (-1: unknown). */
+static int idle_workers(void)
+{
+    int i, n = 0, limit = 0;
+    pid_t me = getpid();
+
+    if (!ap_scoreboard_image) {
+        return -1;
+    }
+    if (stay_slot < 0 || ap_scoreboard_image->parent[stay_slot].pid != me) {
+        ap_mpm_query(AP_MPMQ_HARD_LIMIT_DAEMONS, &limit);
+        stay_slot = -1;
+        for (i = 0; i < limit; ++i) {
+            if (ap_scoreboard_image->parent[i].pid == me) {
+                stay_slot = i;
+                break;
+            }
+        }
+        if (stay_slot < 0) {
+            return -1;
+        }
+    }
+    for (i = 0; i < stay_threads; ++i) {
+        n += ap_scoreboard_image->servers[stay_slot][i].status
+             == SERVER_READY;
+    }
+    return n;
+}
+
+/* Whether the child has workers to spare beyond stay_base (stay_mu held). */
+static int spare_workers_locked(apr_time_t now)
+{
+    if (now - stay_looked >= 1000) {
+        stay_looked = now;
+        stay_idle = idle_workers();
+    }
+    return stay_idle > stay_reserve;
+}
+
+/* May one more connection stay (stay_mu held)? */
+static int room_locked(apr_time_t now)
+{
+    return stay_n < stay_base
+           || (stay_n < stay_max && spare_workers_locked(now));
+}
 
 /* May the connection (still) stay?  Past MWS_STAY_PASSES only while no
  * other connection was turned away: handing a connection back to the MPM
@@ -175,6 +231,20 @@ static void lead(stay_entry *self)
         pthread_mutex_lock(&stay_mu);
         turned_away = stay_turned_away;
         stay_turned_away = 0;
+        if (stay_n > stay_base && !spare_workers_locked(now)) {
+            /* the child runs short of idle workers: the connection that
+             * had the most passes goes back to the MPM, and its worker
+             * with it */
+            stay_entry *most = stay_head;
+
+            for (s = stay_head; s; s = s->next) {
+                if (s->passes > most->passes) {
+                    most = s;
+                }
+            }
+            most->passes = MWS_STAY_PASSES;
+            turned_away = 1;
+        }
         for (s = stay_head; s; s = next) {
             next = s->next;
             if (!s->finished && may_stay(s->dv, s->passes)
@@ -208,7 +278,7 @@ int mws_stay(mws_drive *dv, int passes, int *finished)
     s.passes = passes;
     s.last_input = dv->last_read;
     pthread_mutex_lock(&stay_mu);
-    if (stay_n >= stay_max) {
+    if (!room_locked(dv->now)) {
         stay_turned_away = 1;
         pthread_mutex_unlock(&stay_mu);
         return 0;
@@ -225,17 +295,20 @@ int mws_stay(mws_drive *dv, int passes, int *finished)
         stay_head->prev = &s;
     }
     stay_head = &s;
-    ++stay_n;
+    if (++stay_n > stay_most) {
+        stay_most = stay_n;
+    }
     while (!s.released) {
         if (!stay_leader) {
             stay_leader = 1;
             stay_led = stay_led_others = 0;
+            stay_most = stay_n;
             lead(&s);
             stay_leader = 0;
             ap_log_cerror(APLOG_MARK, APLOG_TRACE2, 0, dv->c,
                           "ws: led the hot set: %lu passes with input, %lu "
-                          "for other workers' connections", stay_led,
-                          stay_led_others);
+                          "for other workers' connections, up to %d staying",
+                          stay_led, stay_led_others, stay_most);
             if (stay_head) {
                 /* a member's worker takes over the lead */
                 pthread_cond_signal(&stay_head->cond);
@@ -255,7 +328,11 @@ apr_status_t mws_stay_child_init(apr_pool_t *pchild)
     int threads = 0;
 
     ap_mpm_query(AP_MPMQ_MAX_THREADS, &threads);
-    stay_max = threads >= 8 ? threads / 4 : 1;
+    stay_threads = threads;
+    stay_base = threads >= 8 ? threads / 4 : 1;
+    stay_reserve = threads / 5;
+    stay_max = threads - stay_reserve > stay_base ? threads - stay_reserve
+                                                  : stay_base;
     stay_ep = epoll_create1(EPOLL_CLOEXEC);
     if (stay_ep < 0) {
         ap_log_error(APLOG_MARK, APLOG_WARNING, errno, NULL, MWS_LOGNO(00168)

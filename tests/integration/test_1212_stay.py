@@ -23,7 +23,8 @@ import conftest
 import wsclient
 from apiutil import api_locations, require_test_handlers
 
-LED_RX = re.compile(r"led the hot set: (\d+) passes with input, (\d+) for other")
+LED_RX = re.compile(r"led the hot set: (\d+) passes with input, (\d+) for other"
+                    r".*, up to (\d+) staying")
 
 # one child with 20 threads: up to 5 connections stay at once
 ONE_CHILD = """
@@ -52,11 +53,13 @@ def stayenv(env):
 
 
 def led_since(env, offset):
-    """(passes, for others) summed over the leaders' lines since offset."""
-    total = others = 0
+    """(passes, for others) summed over the leaders' lines since offset;
+    led_since.most: the most connections that stayed at once."""
+    total = others = led_since.most = 0
     for m in LED_RX.finditer(env.error_log_since(offset)):
         total += int(m.group(1))
         others += int(m.group(2))
+        led_since.most = max(led_since.most, int(m.group(3)))
     return total, others
 
 
@@ -203,3 +206,36 @@ def test_mws_1212_04_a_blocking_handler_leaves_the_hot_set(stayenv):
     assert not errors, errors
     assert echoes > 300
     assert converse.slow <= 1, "%d echoes over 0.25 s" % converse.slow
+
+
+def test_mws_1212_05_more_stay_while_workers_are_idle_and_http_is_served(stayenv):
+    """20 threads: 5 connections may always stay, up to 16 while 4 workers
+    stay idle.  12 clients in conversation: more than 5 stay at once, and
+    a page asked for meanwhile is answered at once."""
+    off = stayenv._log_size()
+    got = {}
+
+    def pages():
+        worst = 0.0
+        for _ in range(10):
+            time.sleep(0.1)
+            t0 = time.monotonic()
+            resp = stayenv.http(b"GET /index.html HTTP/1.1\r\nHost: localhost\r\n"
+                                b"Connection: close\r\n\r\n")
+            worst = max(worst, time.monotonic() - t0)
+            assert resp.status == 200
+        got["worst"] = worst
+
+    t = threading.Thread(target=pages)
+    t.start()
+    echoes, worst, errors = converse(stayenv, 12, 2.0)
+    t.join(30)
+    assert not errors, errors
+    assert got.get("worst") is not None and got["worst"] < 0.5, got
+    deadline = time.monotonic() + 5
+    while True:
+        total, others = led_since(stayenv, off)
+        if led_since.most > 5 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert 5 < led_since.most <= 16, led_since.most
