@@ -182,9 +182,10 @@ static void serve(stay_entry *s, int need_read)
 }
 
 /* Wait for input on the set until the time given (0: no deadline). */
-static int stay_wait(struct epoll_event *ev, apr_time_t until)
+static int stay_wait(struct epoll_event *ev, apr_time_t until,
+                     apr_time_t now)
 {
-    apr_time_t left = until - apr_time_now();
+    apr_time_t left = until - now;
     struct timespec ts;
     int n;
 
@@ -209,8 +210,9 @@ static void lead(stay_entry *self)
     struct epoll_event ev[MWS_STAY_EVENTS];
     stay_entry *s, *next;
     apr_time_t until, now;
-    int i, n, turned_away;
+    int i, n, turned_away, stay;
 
+    now = apr_time_now();
     while (!self->released) {
         until = 0;
         for (s = stay_head; s; s = s->next) {
@@ -219,7 +221,7 @@ static void lead(stay_entry *self)
             }
         }
         pthread_mutex_unlock(&stay_mu);
-        n = stay_wait(ev, until);
+        n = stay_wait(ev, until, now);
         /* members are only released by the leader: the entries the
          * events point at are alive until we release them */
         for (i = 0; i < n; ++i) {
@@ -247,17 +249,17 @@ static void lead(stay_entry *self)
         }
         for (s = stay_head; s; s = next) {
             next = s->next;
-            if (!s->finished && may_stay(s->dv, s->passes)
-                && (__atomic_load_n(&s->dv->mc->work_pending,
-                                    __ATOMIC_ACQUIRE))) {
+            stay = !s->finished && may_stay(s->dv, s->passes);
+            if (stay && __atomic_load_n(&s->dv->mc->work_pending,
+                                        __ATOMIC_ACQUIRE)) {
                 /* another thread queued something for it */
                 pthread_mutex_unlock(&stay_mu);
                 serve(s, 0);
                 pthread_mutex_lock(&stay_mu);
                 next = s->next;
+                stay = !s->finished && may_stay(s->dv, s->passes);
             }
-            if (s->finished || !may_stay(s->dv, s->passes)
-                || (turned_away && s->passes >= MWS_STAY_PASSES)
+            if (!stay || (turned_away && s->passes >= MWS_STAY_PASSES)
                 || now - s->last_input >= MWS_STAY_USEC) {
                 release_locked(s, self);
             }
