@@ -232,7 +232,7 @@ static void lead(stay_entry *self)
         now = apr_time_now();
         pthread_mutex_lock(&stay_mu);
         turned_away = stay_turned_away;
-        stay_turned_away = 0;
+        __atomic_store_n(&stay_turned_away, 0, __ATOMIC_RELAXED);
         if (stay_n > stay_base && !spare_workers_locked(now)) {
             /* the child runs short of idle workers: the connection that
              * had the most passes goes back to the MPM, and its worker
@@ -281,7 +281,7 @@ int mws_stay(mws_drive *dv, int passes, int *finished)
     s.last_input = dv->last_read;
     pthread_mutex_lock(&stay_mu);
     if (!room_locked(dv->now)) {
-        stay_turned_away = 1;
+        __atomic_store_n(&stay_turned_away, 1, __ATOMIC_RELAXED);
         pthread_mutex_unlock(&stay_mu);
         return 0;
     }
