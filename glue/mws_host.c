@@ -74,7 +74,7 @@ static int h_req_select_subprotocol(mws_request *req, const char *proto)
             req->chosen = o;
             /* visible through subprotocol() from now on; the request pool
              * dies before the connection, so keep a copy */
-            req->mc->subprotocol = apr_pstrdup(req->r->connection->pool, o);
+            req->mc->b->subprotocol = apr_pstrdup(req->r->connection->pool, o);
             return MWS_OK;
         }
     }
@@ -222,8 +222,8 @@ static const char *h_option(mws_conn *mc, const char *key)
         return NULL;
     }
     pthread_mutex_lock(&mc->lock);
-    if (mc->state != MWS_ST_DEAD) {
-        v = apr_table_get(mc->options, key);
+    if (mc->state != MWS_ST_DEAD && mc->b->options) {
+        v = apr_table_get(mc->b->options, key);
     }
     pthread_mutex_unlock(&mc->lock);
     return v;
@@ -238,7 +238,7 @@ static const char *h_subprotocol(mws_conn *mc)
     }
     pthread_mutex_lock(&mc->lock);
     if (mc->state != MWS_ST_DEAD) {
-        p = mc->subprotocol;    /* in c->pool, which lives while not dead */
+        p = mc->b->subprotocol;    /* in c->pool, which lives while not dead */
     }
     pthread_mutex_unlock(&mc->lock);
     return p;
