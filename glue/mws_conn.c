@@ -11,6 +11,7 @@
 #include <string.h>
 #include <poll.h>
 #include <signal.h>
+#include <sched.h>
 #include <sys/socket.h>
 
 #include "apr_strings.h"
@@ -67,7 +68,11 @@ static void body_teardown(struct mws_conn_body *b)
     }
     free(b->close_reason);
     b->close_reason = NULL;
-    pthread_cond_destroy(&b->io_cond);
+    if (b->io_cond) {
+        pthread_cond_destroy(b->io_cond);
+        free(b->io_cond);
+        b->io_cond = NULL;
+    }
 }
 
 /* Part b from its handle, which keeps answering "dead" without it. */
@@ -125,7 +130,6 @@ mws_conn *mws_conn_create(request_rec *r, mws_instance *inst,
     mws_conn *mc = calloc(1, sizeof(*mc));
     struct mws_conn_body *b = NULL;
     void *spare = NULL;
-    int i;
 
     if (!mc) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, APR_ENOMEM, r, MWS_LOGNO(00006)
@@ -144,7 +148,6 @@ mws_conn *mws_conn_create(request_rec *r, mws_instance *inst,
                                   apr_pool_cleanup_null);
     }
     pthread_mutex_init(&mc->lock, NULL);
-    pthread_cond_init(&b->io_cond, NULL);
     mc->refs = 2;               /* the driver's and the body's */
     mc->b = b;
     b->mc = mc;
@@ -156,12 +159,12 @@ mws_conn *mws_conn_create(request_rec *r, mws_instance *inst,
     b->limits = *limits;
     b->hold.section = b->hold.addr = -1;
     b->stat_line = -1;
-    if (dconf->options->nelts) {    /* none: no table (option() says NULL) */
-        b->options = apr_table_make(c->pool, dconf->options->nelts);
-        for (i = 0; i < dconf->options->nelts; ++i) {
-            mws_option *o = &APR_ARRAY_IDX(dconf->options, i, mws_option);
-            apr_table_setn(b->options, o->key, o->value);
-        }
+    /* the merged array may be the request's; its strings are the
+     * configuration's (directive arguments), which outlive the
+     * connection: copy the pairs only, and nothing when there are none */
+    if ((b->noptions = dconf->options->nelts) > 0) {
+        b->options = apr_pmemdup(c->pool, dconf->options->elts,
+                                 sizeof(mws_option) * (size_t)b->noptions);
     }
     return mc;
 }
@@ -227,6 +230,37 @@ void mws_conn_last_words(mws_conn *mc)
 
     if (ops && ops->last_words) {
         ops->last_words(mc);
+    }
+}
+
+/* A pass of a callback runs (mws_park.c): wait until it ends (lock held).
+ * The condition variable is made by the first wait, which is rare (input
+ * came while a callback wrote), so that idle connections do not carry one;
+ * without memory for it, the lock is given up for a moment instead. */
+void mws_conn_io_wait_locked(mws_conn *mc)
+{
+    struct mws_conn_body *b = mc->b;
+
+    if (!b->io_cond && (b->io_cond = malloc(sizeof(*b->io_cond))) != NULL
+        && pthread_cond_init(b->io_cond, NULL) != 0) {
+        free(b->io_cond);
+        b->io_cond = NULL;
+    }
+    if (!b->io_cond) {
+        pthread_mutex_unlock(&mc->lock);
+        sched_yield();
+        pthread_mutex_lock(&mc->lock);
+        return;
+    }
+    ++b->io_waiters;
+    pthread_cond_wait(b->io_cond, &mc->lock);
+    --b->io_waiters;
+}
+
+void mws_conn_io_signal_locked(mws_conn *mc)
+{
+    if (mc->b->io_waiters && mc->b->io_cond) {
+        pthread_cond_broadcast(mc->b->io_cond);
     }
 }
 

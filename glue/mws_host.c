@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "apr_strings.h"
 #include "httpd.h"
@@ -222,8 +223,17 @@ static const char *h_option(mws_conn *mc, const char *key)
         return NULL;
     }
     pthread_mutex_lock(&mc->lock);
-    if (mc->state != MWS_ST_DEAD && mc->b->options) {
-        v = apr_table_get(mc->b->options, key);
+    if (mc->state != MWS_ST_DEAD) {
+        /* as a table of them would: the last line of a key wins, and
+         * keys are not case-sensitive */
+        int i = mc->b->noptions;
+
+        while (i-- > 0) {
+            if (!strcasecmp(mc->b->options[i].key, key)) {
+                v = mc->b->options[i].value;
+                break;
+            }
+        }
     }
     pthread_mutex_unlock(&mc->lock);
     return v;

@@ -116,9 +116,7 @@ static void callback_now_locked(mws_conn *mc)
 static void io_park_locked(mws_conn *mc)
 {
     mws_set_io(mc, MWS_IO_PARKED);
-    if (mc->b->io_waiters) {
-        pthread_cond_broadcast(&mc->b->io_cond);
-    }
+    mws_conn_io_signal_locked(mc);
 }
 
 /* Another thread queued something or added a timer (lock held). */
@@ -190,9 +188,7 @@ static void async_take(mws_conn *mc)
 {
     pthread_mutex_lock(&mc->lock);
     while (mc->io == MWS_IO_CALLBACK) {
-        ++mc->b->io_waiters;
-        pthread_cond_wait(&mc->b->io_cond, &mc->lock);
-        --mc->b->io_waiters;
+        mws_conn_io_wait_locked(mc);
     }
     mws_set_io(mc, MWS_IO_OWNED);
     pthread_mutex_unlock(&mc->lock);

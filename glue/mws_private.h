@@ -332,7 +332,8 @@ struct mws_conn_body {
     size_t close_reason_len;
     apr_pollset_t *pollset;      /* woken by other threads; NULL when dead   */
     pthread_t driver_thread;     /* the blocking driver's thread             */
-    pthread_cond_t io_cond;      /* signalled when a callback pass ends      */
+    pthread_cond_t *io_cond;     /* signalled when a callback pass ends
+                                  * (malloc'd by its first waiter)          */
     int io_waiters;
     int queue_overflow;          /* a send went over max_queued (lock)       */
     /* its pending wake-up (mws_wakeq.c, wq_lock; wake_when also read
@@ -348,8 +349,9 @@ struct mws_conn_body {
     mws_limits limits;
     mws_limit_hold hold;         /* connection caps taken (mws_limits.c)     */
     const char *subprotocol;
-    apr_table_t *options;        /* merged WebSocketHandlerOption values,
-                                  * NULL when the location has none         */
+    const mws_option *options;   /* merged WebSocketHandlerOption lines, in
+                                  * config order (their strings: pconf)     */
+    int noptions;
     int max_free_lowered;        /* the connection's allocator keeps nothing */
     int opened;                  /* on_open accepted: on_close is owed       */
     int close_reported;          /* on_close ran (atomic exchange)           */
@@ -626,6 +628,9 @@ void mws_conn_kill(mws_conn *mc);
 void mws_conn_abort(mws_conn *mc);
 void mws_conn_going_away(mws_conn *mc);
 void mws_conn_last_words(mws_conn *mc);
+/* wait until a callback pass ends (lock held), and wake those waiting */
+void mws_conn_io_wait_locked(mws_conn *mc);
+void mws_conn_io_signal_locked(mws_conn *mc);
 
 /* ---- mws_queue.c: the send queue ---------------------------------------- */
 #define MWS_Q_WHOLE   0   /* a whole data message                        */
