@@ -210,7 +210,7 @@ static int open_handler(request_rec *r, const mws_dir_conf *d, mws_conn *mc,
  * Sec-WebSocket-Extensions value, or NULL (declined: no compression). */
 static const char *negotiate_deflate(request_rec *r, mws_conn *mc)
 {
-    const mws_limits *l = &mc->limits;
+    const mws_limits *l = &mc->b->limits;
     const char *offers;
     ws_pmd_policy pol;
     char resp[WS_PMD_RESPONSE_MAX];
@@ -224,7 +224,7 @@ static const char *negotiate_deflate(request_rec *r, mws_conn *mc)
     pol.max_window_bits = l->window_bits;
     if (pol.context_takeover) {
         if (mws_pmd_context_take()) {
-            mc->pmd_kept = 1;       /* given back when mc goes */
+            mc->b->pmd_kept = 1;       /* given back when mc goes */
         }
         else {
             pol.context_takeover = 0;
@@ -235,9 +235,9 @@ static const char *negotiate_deflate(request_rec *r, mws_conn *mc)
                           (apr_uint64_t)mc->id, mws_pmd_max_contexts);
         }
     }
-    if (!ws_pmd_negotiate(offers, &pol, &mc->pmd_params, resp)) {
-        if (mc->pmd_kept) {
-            mc->pmd_kept = 0;
+    if (!ws_pmd_negotiate(offers, &pol, &mc->b->pmd_params, resp)) {
+        if (mc->b->pmd_kept) {
+            mc->b->pmd_kept = 0;
             mws_pmd_context_give();
         }
         ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, MWS_LOGNO(00100)
@@ -247,10 +247,10 @@ static const char *negotiate_deflate(request_rec *r, mws_conn *mc)
         return NULL;
     }
     mc->pmd = 1;
-    if (mc->pmd_kept && mc->pmd_params.server_no_context_takeover
-        && mc->pmd_params.client_no_context_takeover) {
+    if (mc->b->pmd_kept && mc->b->pmd_params.server_no_context_takeover
+        && mc->b->pmd_params.client_no_context_takeover) {
         /* the client asked for no context either way: nothing is kept */
-        mc->pmd_kept = 0;
+        mc->b->pmd_kept = 0;
         mws_pmd_context_give();
     }
     ap_log_rerror(APLOG_MARK, APLOG_TRACE1, 0, r,
@@ -327,14 +327,14 @@ static int ws_handler(request_rec *r)
         mws_limits_release(&hold);
         return HTTP_INTERNAL_SERVER_ERROR;
     }
-    mc->hold = hold;            /* given back when the connection ends */
+    mc->b->hold = hold;            /* given back when the connection ends */
     mws_registry_add(mc);
     /* before on_open, so that compressed() tells the handler */
     extensions = negotiate_deflate(r, mc);
     if ((status = open_handler(r, d, mc, &req)) != 0) {
         return status;          /* DONE: the handler's refusal is sent */
     }
-    mc->opened = 1;
+    mc->b->opened = 1;
     mws_accesslog_save(mc, r);
     switch_protocols(r, d, mc, &req, extensions);
     mws_conn_start(mc, d->driver != MWS_DRIVER_BLOCKING);

@@ -88,13 +88,13 @@ void mws_accesslog_save(mws_conn *mc, request_rec *r)
         }
         p += len[i];
     }
-    mc->logrec = rec;
+    mc->b->logrec = rec;
     apr_table_setn(r->subprocess_env, "websocket-upgrade", "1");
 }
 
 void mws_accesslog_free(mws_conn *mc)
 {
-    mc->logrec = NULL;          /* in c->pool: goes with the connection */
+    mc->b->logrec = NULL;          /* in c->pool: goes with the connection */
 }
 
 static const char *const by_name[] = {
@@ -109,7 +109,7 @@ static char *num(apr_pool_t *p, apr_uint64_t v)
 /* The WebSocket of mc ended with code on connection c: its line. */
 void mws_accesslog_write(mws_conn *mc, conn_rec *c, int code)
 {
-    struct mws_logrec *rec = mc->logrec;
+    struct mws_logrec *rec = mc->b->logrec;
     apr_pool_t *p;
     request_rec *r;
     apr_time_t now = apr_time_now();
@@ -177,16 +177,16 @@ void mws_accesslog_write(mws_conn *mc, conn_rec *c, int code)
     apr_table_setn(r->subprocess_env, "websocket-close", "1");
     apr_table_setn(r->notes, "websocket-handler", mc->inst->name);
     apr_table_setn(r->notes, "websocket-subprotocol",
-                   mc->subprotocol ? mc->subprotocol : "-");
+                   mc->b->subprotocol ? mc->b->subprotocol : "-");
     apr_table_setn(r->notes, "websocket-duration-ms",
                    num(p, (apr_uint64_t)apr_time_as_msec(
                        now > rec->request_time ? now - rec->request_time : 0)));
-    apr_table_setn(r->notes, "websocket-bytes-in", num(p, mc->bytes_in));
+    apr_table_setn(r->notes, "websocket-bytes-in", num(p, mc->b->bytes_in));
     apr_table_setn(r->notes, "websocket-bytes-out",
-                   num(p, __atomic_load_n(&mc->bytes_out, __ATOMIC_RELAXED)));
-    apr_table_setn(r->notes, "websocket-msgs-in", num(p, mc->msgs_in));
+                   num(p, __atomic_load_n(&mc->b->bytes_out, __ATOMIC_RELAXED)));
+    apr_table_setn(r->notes, "websocket-msgs-in", num(p, mc->b->msgs_in));
     apr_table_setn(r->notes, "websocket-msgs-out",
-                   num(p, __atomic_load_n(&mc->msgs_out, __ATOMIC_RELAXED)));
+                   num(p, __atomic_load_n(&mc->b->msgs_out, __ATOMIC_RELAXED)));
     apr_table_setn(r->notes, "websocket-close", apr_itoa(p, code));
     apr_table_setn(r->notes, "websocket-closed-by",
                    by_name[by >= 0 && by <= MWS_BY_ABORT ? by : 0]);

@@ -120,8 +120,8 @@ void mws_blocking_run(mws_drive *dv)
     apr_pool_tag(p, "mws_poll");
     ps = poll_create(dv, p);
     pthread_mutex_lock(&mc->lock);
-    mc->driver_thread = pthread_self();
-    mc->pollset = ps;
+    mc->b->driver_thread = pthread_self();
+    mc->b->pollset = ps;
     pthread_mutex_unlock(&mc->lock);
 
     /* prefork ends a child from the handler of SIGTERM or SIGHUP, which
@@ -137,7 +137,7 @@ void mws_blocking_run(mws_drive *dv)
         masked = pthread_sigmask(SIG_BLOCK, &stop_sigs, &old_sigs) == 0;
     }
     while (!mws_drive_pass(dv, 1)) {
-        if (mws_single_threaded && !mc->close_queued
+        if (mws_single_threaded && !mc->b->close_queued
             && mws_server_stopping()) {
             /* prefork's graceful stop is a signal that may come while we
              * are not in poll(): look on every round */
@@ -149,7 +149,7 @@ void mws_blocking_run(mws_drive *dv)
         }
     }
     pthread_mutex_lock(&mc->lock);
-    mc->pollset = NULL;
+    mc->b->pollset = NULL;
     pthread_mutex_unlock(&mc->lock);
     mws_drive_finish(dv);
     apr_pool_destroy(p);
@@ -161,9 +161,9 @@ void mws_blocking_run(mws_drive *dv)
 /* Another thread queued something: wake our poll() (not our own). */
 static void blocking_wake_locked(mws_conn *mc, int *claim)
 {
-    if (mc->pollset
-        && !pthread_equal(pthread_self(), mc->driver_thread)) {
-        apr_pollset_wakeup(mc->pollset);
+    if (mc->b->pollset
+        && !pthread_equal(pthread_self(), mc->b->driver_thread)) {
+        apr_pollset_wakeup(mc->b->pollset);
     }
 }
 

@@ -120,22 +120,22 @@ static int deliver_local(const char *key, mws_msg_type type,
             continue;       /* published before it subscribed */
         }
         /* queueing takes only the target's lock, never ours twice */
-        if (mc->pmd && len >= mc->limits.compress_min
-            && !mc->pmd_params.server_no_context_takeover) {
+        if (mc->pmd && len >= mc->b->limits.compress_min
+            && !mc->b->pmd_params.server_no_context_takeover) {
             /* context takeover: compressed in the receiver's own stream */
             rv = mws_queue_message(mc, type, data, len, 0);
             claim = 0;
         }
         else if (kick) {
             use = sh;
-            if (mc->pmd && len >= mc->limits.compress_min) {
+            if (mc->pmd && len >= mc->b->limits.compress_min) {
                 /* without context takeover, one compressed copy per window
                  * size for all receivers that agreed on it (uWebSockets'
                  * shared compressor); uncompressed if that fails */
-                w = mc->pmd_params.server_max_window_bits & 15u;
+                w = mc->b->pmd_params.server_max_window_bits & 15u;
                 if (!shz[w]) {
                     shz[w] = mws_shared_frame_pmd(type, data, len, w,
-                                                  mc->limits.mem_level);
+                                                  mc->b->limits.mem_level);
                 }
                 if (shz[w]) {
                     use = shz[w];
@@ -191,7 +191,7 @@ int mws_channels_subscribe(mws_conn *mc, const char *channel)
         return MWS_ERR_CLOSED;
     }
     pthread_mutex_unlock(&mc->lock);
-    for (s = mc->subs; s; s = s->c_next) {
+    for (s = mc->b->subs; s; s = s->c_next) {
         if (!strcmp(s->ch->name, key)) {
             pthread_mutex_unlock(&ps_lock);
             return MWS_OK;              /* already there */
@@ -221,8 +221,8 @@ int mws_channels_subscribe(mws_conn *mc, const char *channel)
     }
     ch->subs = s;
     ++ch->n;
-    s->c_next = mc->subs;
-    mc->subs = s;
+    s->c_next = mc->b->subs;
+    mc->b->subs = s;
     pthread_mutex_unlock(&ps_lock);
     return MWS_OK;
 }
@@ -267,7 +267,15 @@ int mws_channels_unsubscribe(mws_conn *mc, const char *channel)
     }
     rv = MWS_ERR_NOTFOUND;
     pthread_mutex_lock(&ps_lock);
-    for (pp = &mc->subs; *pp; pp = &(*pp)->c_next) {
+    pthread_mutex_lock(&mc->lock);
+    if (mc->state == MWS_ST_DEAD) {
+        /* its subscriptions go (or went) with it, and so may its body */
+        pthread_mutex_unlock(&mc->lock);
+        pthread_mutex_unlock(&ps_lock);
+        return rv;
+    }
+    pthread_mutex_unlock(&mc->lock);
+    for (pp = &mc->b->subs; *pp; pp = &(*pp)->c_next) {
         if (!strcmp((*pp)->ch->name, key)) {
             mws_sub *s = *pp;
             *pp = s->c_next;
@@ -285,11 +293,11 @@ static void drop_conn(mws_conn *mc)
     mws_sub *s, *next;
 
     pthread_mutex_lock(&ps_lock);
-    for (s = mc->subs; s; s = next) {
+    for (s = mc->b->subs; s; s = next) {
         next = s->c_next;
         sub_unlink(s);
     }
-    mc->subs = NULL;
+    mc->b->subs = NULL;
     pthread_mutex_unlock(&ps_lock);
 }
 

@@ -36,10 +36,9 @@ void mws_drive_close_info(mws_drive *dv, int code, const void *reason,
     if (len > WS_MAX_CLOSE_REASON) {
         len = WS_MAX_CLOSE_REASON;
     }
-    if (len) {
-        memcpy(dv->reason, reason, len);
-    }
-    dv->reason[len] = '\0';
+    /* once per connection, at its end: in c->pool rather than a buffer
+     * every idle connection would carry */
+    dv->reason = len ? apr_pstrmemdup(dv->c->pool, reason, len) : "";
     dv->reason_len = len;
 }
 
@@ -216,7 +215,7 @@ static void on_data(mws_drive *dv, const ws_event *ev)
 {
     mws_msg_type type = (ev->opcode == WS_OP_TEXT) ? MWS_TEXT : MWS_BINARY;
 
-    if (dv->mc->close_queued) {
+    if (dv->mc->b->close_queued) {
         return;                 /* closing: data is discarded */
     }
     if (ev->flags & WS_DATA_RSV1) {
@@ -247,7 +246,7 @@ void mws_dispatch(mws_drive *dv, uint8_t *buf, size_t len)
             on_data(dv, &ev);
             break;
         case WS_EV_PING:
-            if (!dv->mc->close_queued) {
+            if (!dv->mc->b->close_queued) {
                 mws_queue_frame(dv->mc, 1, WS_OP_PONG, ev.data, ev.len,
                                 MWS_Q_CONTROL);
             }
@@ -259,11 +258,11 @@ void mws_dispatch(mws_drive *dv, uint8_t *buf, size_t len)
             ap_log_cerror(APLOG_MARK, APLOG_TRACE2, 0, dv->c,
                           "ws(%" APR_UINT64_T_FMT "): peer closed with %u",
                           (apr_uint64_t)dv->mc->id, ev.close_code);
-            if (dv->mc->close_queued) {
+            if (dv->mc->b->close_queued) {
                 /* we closed first: our code and reason, not the echo */
-                mws_drive_close_info(dv, (int)dv->mc->close_code,
-                               dv->mc->close_reason,
-                               dv->mc->close_reason_len);
+                mws_drive_close_info(dv, (int)dv->mc->b->close_code,
+                               dv->mc->b->close_reason,
+                               dv->mc->b->close_reason_len);
             }
             else {
                 mws_closed_by(dv->mc, MWS_BY_CLIENT);
@@ -280,7 +279,7 @@ void mws_dispatch(mws_drive *dv, uint8_t *buf, size_t len)
                           "closing with %u: %.*s", (apr_uint64_t)dv->mc->id,
                           ev.close_code, (int)ev.reason_len,
                           (const char *)ev.reason);
-            if (dv->mc->close_queued) {
+            if (dv->mc->b->close_queued) {
                 dv->done = 1;   /* we were closing anyway */
             }
             else {

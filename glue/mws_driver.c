@@ -66,9 +66,9 @@ static int conn_can_park(conn_rec *c, int allow_park)
  * before the MPM recycles the pool. */
 void mws_conn_accept(mws_conn *mc, int allow_park)
 {
-    if (conn_can_park(mc->c, allow_park) && !mc->max_free_lowered) {
-        apr_allocator_max_free_set(apr_pool_allocator_get(mc->c->pool), 1);
-        mc->max_free_lowered = 1;
+    if (conn_can_park(mc->b->c, allow_park) && !mc->b->max_free_lowered) {
+        apr_allocator_max_free_set(apr_pool_allocator_get(mc->b->c->pool), 1);
+        mc->b->max_free_lowered = 1;
     }
 }
 
@@ -76,11 +76,11 @@ void mws_conn_accept(mws_conn *mc, int allow_park)
  * over; the parked driver returns at once and the MPM calls us back. */
 void mws_conn_start(mws_conn *mc, int allow_park)
 {
-    conn_rec *c = mc->c;
+    conn_rec *c = mc->b->c;
     mws_drive *dv = mws_drive_create(mc);
 
     ap_set_module_config(c->conn_config, &websocket_module, dv);
-    mc->r = NULL;               /* the request ends before the connection */
+    mc->b->r = NULL;               /* the request ends before the connection */
     pthread_mutex_lock(&mc->lock);
     mc->state = MWS_ST_OPEN;
     mws_set_io(mc, MWS_IO_OWNED);
@@ -91,11 +91,11 @@ void mws_conn_start(mws_conn *mc, int allow_park)
     /* httpd's Timeout is how long a client may stay silent: parked, the
      * MPM closes the connection then; blocking, we do.  Client input
      * (a pong too) resets it, so ping well before it runs out. */
-    if (!mc->limits.ping_interval) {
-        mc->limits.ping_interval = c->base_server->timeout / 2;
+    if (!mc->b->limits.ping_interval) {
+        mc->b->limits.ping_interval = c->base_server->timeout / 2;
     }
     if (!mc->async) {
-        mc->limits.read_timeout = c->base_server->timeout;
+        mc->b->limits.read_timeout = c->base_server->timeout;
     }
     ap_log_cerror(APLOG_MARK, APLOG_TRACE1, 0, c,
                   "ws(%" APR_UINT64_T_FMT "): open, handler %s, %s driver",

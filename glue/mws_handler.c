@@ -87,7 +87,7 @@ void mws_handler_close(mws_conn *mc, int code, const char *reason,
 {
     const mws_handler *h = mc->inst->h;
 
-    if (mc->opened && !__atomic_exchange_n(&mc->close_reported, 1,
+    if (mc->b->opened && !__atomic_exchange_n(&mc->b->close_reported, 1,
                                            __ATOMIC_ACQ_REL)
         && h->on_close) {
         mws_call prev = mws_instance_enter(mc->inst, "on_close");

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "apr_strings.h"
 #include "httpd.h"
@@ -74,7 +75,7 @@ static int h_req_select_subprotocol(mws_request *req, const char *proto)
             req->chosen = o;
             /* visible through subprotocol() from now on; the request pool
              * dies before the connection, so keep a copy */
-            req->mc->subprotocol = apr_pstrdup(req->r->connection->pool, o);
+            req->mc->b->subprotocol = apr_pstrdup(req->r->connection->pool, o);
             return MWS_OK;
         }
     }
@@ -223,7 +224,16 @@ static const char *h_option(mws_conn *mc, const char *key)
     }
     pthread_mutex_lock(&mc->lock);
     if (mc->state != MWS_ST_DEAD) {
-        v = apr_table_get(mc->options, key);
+        /* as a table of them would: the last line of a key wins, and
+         * keys are not case-sensitive */
+        int i = mc->b->noptions;
+
+        while (i-- > 0) {
+            if (!strcasecmp(mc->b->options[i].key, key)) {
+                v = mc->b->options[i].value;
+                break;
+            }
+        }
     }
     pthread_mutex_unlock(&mc->lock);
     return v;
@@ -238,7 +248,7 @@ static const char *h_subprotocol(mws_conn *mc)
     }
     pthread_mutex_lock(&mc->lock);
     if (mc->state != MWS_ST_DEAD) {
-        p = mc->subprotocol;    /* in c->pool, which lives while not dead */
+        p = mc->b->subprotocol;    /* in c->pool, which lives while not dead */
     }
     pthread_mutex_unlock(&mc->lock);
     return p;

@@ -116,9 +116,7 @@ static void callback_now_locked(mws_conn *mc)
 static void io_park_locked(mws_conn *mc)
 {
     mws_set_io(mc, MWS_IO_PARKED);
-    if (mc->io_waiters) {
-        pthread_cond_broadcast(&mc->io_cond);
-    }
+    mws_conn_io_signal_locked(mc);
 }
 
 /* Another thread queued something or added a timer (lock held). */
@@ -151,7 +149,7 @@ static void async_cb(void *baton)
     }
     mc->cb_pending = 0;
     mws_set_io(mc, MWS_IO_CALLBACK);
-    dv = mc->dv;
+    dv = mc->b->dv;
     pthread_mutex_unlock(&mc->lock);
     ap_log_cerror(APLOG_MARK, APLOG_TRACE4, 0, dv->c,
                   "ws(%" APR_UINT64_T_FMT "): callback pass",
@@ -190,9 +188,7 @@ static void async_take(mws_conn *mc)
 {
     pthread_mutex_lock(&mc->lock);
     while (mc->io == MWS_IO_CALLBACK) {
-        ++mc->io_waiters;
-        pthread_cond_wait(&mc->io_cond, &mc->lock);
-        --mc->io_waiters;
+        mws_conn_io_wait_locked(mc);
     }
     mws_set_io(mc, MWS_IO_OWNED);
     pthread_mutex_unlock(&mc->lock);
@@ -218,7 +214,7 @@ static void ws_suspend_connection(conn_rec *c, request_rec *r)
                   dv->next_wake ? dv->next_wake - apr_time_now() : 0);
     pthread_mutex_lock(&mc->lock);
     mws_set_io(mc, MWS_IO_PARKED);
-    if ((mc->work_pending || (mc->out.head && !dv->write_blocked))
+    if ((mc->work_pending || (mc->b->out.head && !dv->write_blocked))
         && !mc->cb_pending) {
         /* queued after our last look: write it from a callback */
         callback_now_locked(mc);
@@ -324,7 +320,7 @@ static void park_last_words(mws_conn *mc)
         return;
     }
     mws_set_io(mc, MWS_IO_CALLBACK);
-    dv = mc->dv;
+    dv = mc->b->dv;
     pthread_mutex_unlock(&mc->lock);
     mws_drive_last_words(dv);
     pthread_mutex_lock(&mc->lock);

@@ -174,20 +174,20 @@ static void check_overflow(mws_drive *dv)
 {
     mws_conn *mc = dv->mc;
 
-    if (!__atomic_load_n(&mc->queue_overflow, __ATOMIC_RELAXED)
+    if (!__atomic_load_n(&mc->b->queue_overflow, __ATOMIC_RELAXED)
         || !mws_queue_drop_overflow(mc)) {
         return;         /* the common case first, without a call */
     }
-    if (!mc->close_queued) {
+    if (!mc->b->close_queued) {
         ap_log_cerror(APLOG_MARK, APLOG_INFO, 0, dv->c, MWS_LOGNO(00019)
                       "ws(%" APR_UINT64_T_FMT "): client reads too slowly, "
                       "more than %" APR_OFF_T_FMT " bytes queued: closing "
                       "with 1008", (apr_uint64_t)mc->id,
-                      mc->limits.max_queued);
+                      mc->b->limits.max_queued);
         mws_drive_fail(dv, WS_CLOSE_POLICY, "send queue limit exceeded");
     }
     pthread_mutex_lock(&mc->lock);
-    mc->queue_overflow = 0;
+    mc->b->queue_overflow = 0;
     pthread_mutex_unlock(&mc->lock);
 }
 
@@ -211,7 +211,7 @@ static void time_out(mws_drive *dv, const char *why)
 static apr_time_t check_alive(mws_drive *dv, apr_time_t now)
 {
     mws_conn *mc = dv->mc;
-    const mws_limits *l = &mc->limits;
+    const mws_limits *l = &mc->b->limits;
     apr_time_t next = 0, dead_at;
 
     if (l->ping_interval) {
@@ -246,7 +246,7 @@ static apr_time_t check_alive(mws_drive *dv, apr_time_t now)
 static apr_time_t check_idle_ping(mws_drive *dv, apr_time_t now)
 {
     mws_conn *mc = dv->mc;
-    const mws_limits *l = &mc->limits;
+    const mws_limits *l = &mc->b->limits;
     apr_time_t idle_at;
 
     if (!l->idle_timeout) {
@@ -270,7 +270,7 @@ static apr_time_t check_idle(mws_drive *dv, apr_time_t now)
 {
     apr_time_t stale, idle, alive;
 
-    if (dv->mc->close_queued) {
+    if (dv->mc->b->close_queued) {
         return 0;
     }
     if ((stale = mws_msg_check_stale(dv, now)) < 0) {
@@ -302,7 +302,7 @@ static int pass_drain(mws_drive *dv, int need_read)
         return 1;
     }
     if (!dv->drain_deadline) {
-        dv->drain_deadline = dv->now + dv->mc->limits.close_timeout;
+        dv->drain_deadline = dv->now + dv->mc->b->limits.close_timeout;
     }
     if (dv->now >= dv->drain_deadline) {
         dv->c->aborted = 1;
@@ -332,7 +332,7 @@ static int pass_read(mws_drive *dv)
 
     dv->read_paused = (apr_off_t)__atomic_load_n(&mc->queued,
                                                  __ATOMIC_RELAXED)
-                      > mc->limits.max_queued;
+                      > mc->b->limits.max_queued;
     if (dv->read_paused) {
         return 0;
     }
@@ -410,12 +410,12 @@ int mws_drive_pass(mws_drive *dv, int need_read)
         if (__atomic_load_n(&mc->work_pending, __ATOMIC_RELAXED)) {
             __atomic_exchange_n(&mc->work_pending, 0, __ATOMIC_ACQ_REL);
         }
-        next = __atomic_load_n(&mc->timers, __ATOMIC_RELAXED)
+        next = __atomic_load_n(&mc->b->timers, __ATOMIC_RELAXED)
                ? mws_timer_run(mc, dv->now) : 0;
         next = earliest(next, check_idle(dv, dv->now));
-        if ((__atomic_load_n(&mc->out.head, __ATOMIC_ACQUIRE) != NULL
+        if ((__atomic_load_n(&mc->b->out.head, __ATOMIC_ACQUIRE) != NULL
              && !dv->write_blocked)
-            || __atomic_load_n(&mc->queue_overflow, __ATOMIC_RELAXED)) {
+            || __atomic_load_n(&mc->b->queue_overflow, __ATOMIC_RELAXED)) {
             continue;           /* something to write: write it first */
         }
         return pass_schedule(dv, next);
@@ -510,7 +510,7 @@ static void plain_setup(mws_drive *dv)
 
 mws_drive *mws_drive_create(mws_conn *mc)
 {
-    conn_rec *c = mc->c;
+    conn_rec *c = mc->b->c;
     mws_drive *dv = apr_pcalloc(c->pool, sizeof(*dv));
     ws_parser_config pcfg;
 
@@ -518,11 +518,12 @@ mws_drive *mws_drive_create(mws_conn *mc)
     dv->c = c;
     dv->h = mc->inst->h;
     dv->code = WS_CLOSE_ABNORMAL;
+    dv->reason = "";
     dv->bb_in = apr_brigade_create(c->pool, c->bucket_alloc);
     dv->bb_out = apr_brigade_create(c->pool, c->bucket_alloc);
     memset(&pcfg, 0, sizeof(pcfg));
-    pcfg.max_message = (uint64_t)mc->limits.max_message;
-    pcfg.max_frame = (uint64_t)mc->limits.max_frame;
+    pcfg.max_message = (uint64_t)mc->b->limits.max_message;
+    pcfg.max_frame = (uint64_t)mc->b->limits.max_frame;
     pcfg.require_mask = 1;
     pcfg.validate_utf8 = 1;
     if (mc->pmd) {
@@ -538,9 +539,9 @@ mws_drive *mws_drive_create(mws_conn *mc)
             pcfg.max_frame += pcfg.max_frame / 64 + 64;
         }
         dv->inf = apr_palloc(c->pool, sizeof(*dv->inf));
-        ws_inflate_init(dv->inf, &mc->pmd_params,
-                        (uint64_t)mc->limits.max_message,
-                        (uint64_t)mc->limits.max_frame);
+        ws_inflate_init(dv->inf, &mc->b->pmd_params,
+                        (uint64_t)mc->b->limits.max_message,
+                        (uint64_t)mc->b->limits.max_frame);
     }
     ws_parser_init(&dv->parser, &pcfg);
     dv->last_read = apr_time_now();
@@ -549,7 +550,7 @@ mws_drive *mws_drive_create(mws_conn *mc)
     ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, c, MWS_LOGNO(00089)
                   "ws(%" APR_UINT64_T_FMT "): I/O through %s",
                   (apr_uint64_t)mc->id, dv->path_why);
-    mc->dv = dv;
+    mc->b->dv = dv;
     return dv;
 }
 
@@ -566,10 +567,10 @@ void mws_drive_finish(mws_drive *dv)
     if (mc->ops && mc->ops->forget) {
         mc->ops->forget(mc);
     }
-    if (mc->max_free_lowered) {
+    if (mc->b->max_free_lowered) {
         apr_allocator_max_free_set(apr_pool_allocator_get(dv->c->pool),
                                    ap_max_mem_free);
-        mc->max_free_lowered = 0;
+        mc->b->max_free_lowered = 0;
     }
     mws_conn_kill(mc);
     ap_log_cerror(APLOG_MARK, APLOG_TRACE1, 0, dv->c,
@@ -600,7 +601,7 @@ void mws_drive_last_words(mws_drive *dv)
     int has_close;
 
     pthread_mutex_lock(&mc->lock);
-    has_close = mc->close_queued && mc->out.head;
+    has_close = mc->b->close_queued && mc->b->out.head;
     pthread_mutex_unlock(&mc->lock);
     if (!has_close || dv->close_written || dv->c->aborted) {
         return;
@@ -612,7 +613,7 @@ void mws_drive_last_words(mws_drive *dv)
     }
     dv->plain_wait = apr_time_from_msec(500);
     if (mws_write_queue(dv, 0) == APR_SUCCESS && dv->close_written) {
-        mws_drive_close_info(dv, (int)mc->close_code, "server shutting down", 20);
+        mws_drive_close_info(dv, (int)mc->b->close_code, "server shutting down", 20);
     }
 }
 
@@ -631,7 +632,7 @@ void mws_alloc_busy(mws_drive *dv)
 {
     /* the plain-socket path reads into the thread's buffer, not into
      * buffers of this allocator */
-    if (dv->mc && dv->mc->max_free_lowered && !dv->alloc_busy
+    if (dv->mc && dv->mc->b->max_free_lowered && !dv->alloc_busy
         && !dv->plain_in) {
         apr_allocator_max_free_set(apr_pool_allocator_get(dv->c->pool),
                                    MWS_BUSY_MAX_FREE);

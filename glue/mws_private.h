@@ -272,18 +272,57 @@ typedef struct mws_driver_ops {
     void (*last_words)(struct mws_conn *mc);
 } mws_driver_ops;
 
+/*
+ * A connection is two pieces (the memory of an idle WebSocket, see
+ * docs/design.md "Memory per idle connection"):
+ *
+ * struct mws_conn, the handle: malloc'd and reference counted, what
+ * handlers hold and what pending callbacks carry.  It may outlive the
+ * connection, so it keeps only what must answer after the end: the lock,
+ * the count, the state ("dead"), who may touch the socket, and what the
+ * host functions read without looking at the state.  Kept small: every
+ * idle WebSocket pays for it on top of its connection's pages.
+ *
+ * struct mws_conn_body, the rest, in c->pool (which an idle WebSocket has
+ * touched anyway): the queue, timers, limits, figures, driver links.  It
+ * lives exactly as long as the connection.  Rules: the connection's own
+ * thread (whoever owns mc->io) may use it until mws_drive_finish()
+ * returns; any other thread only under mc->lock after seeing that the
+ * state is not MWS_ST_DEAD (mws_conn_kill() sets it, under the lock,
+ * before the pool can go).  When c->pool goes, mc->b becomes NULL, so a
+ * late use fails at once instead of reading freed memory.
+ */
+struct mws_conn_body;
+
 struct mws_conn {
-    pthread_mutex_t lock;        /* guards everything below it               */
+    pthread_mutex_t lock;        /* guards the state, the count, the body  */
     const mws_driver_ops *ops;   /* the driver's (set when it starts)        */
-    unsigned refs;
-    mws_state state;
+    struct mws_conn_body *b;     /* in c->pool; NULL once the pool is gone   */
     uint64_t id;
+    mws_instance *inst;
+    void *user_data;
+    size_t queued;               /* bytes in out + held (atomic)             */
+    unsigned refs;
+    /* bytes, to keep the handle at 104 bytes (a 112-byte malloc chunk) */
+    unsigned char state;         /* mws_state                                */
+    unsigned char io;            /* mws_io: who may touch the socket (parked
+                                  * driver)                                  */
+    unsigned char cb_pending;    /* an immediate callback is registered      */
+    unsigned char work_pending;  /* queued while owned: look before parking
+                                  * (atomic)                                 */
+    unsigned char async;         /* parked driver (event MPM)                */
+    unsigned char closed_by;     /* MWS_BY_* (atomic)                        */
+    unsigned char pmd;           /* permessage-deflate negotiated            */
+};
+
+struct mws_conn_body {
+    struct mws_conn *mc;         /* its handle (a reference), NULL: spare   */
     mws_outq out;                /* frames ready to write                    */
     mws_outq held;               /* whole messages queued behind a send_part */
     int part_open;               /* a send_part message is in progress      */
     mws_msg_type part_type;
-    size_t queued;               /* bytes in out + held                      */
     int close_queued;            /* our close frame is in out (or written)   */
+    int running_cancelled;
     struct mws_timer *timers;    /* sorted by due                            */
     struct mws_timer *running;   /* the timer whose callback runs now        */
     uint64_t timer_seq;          /* the last timer id given out              */
@@ -291,18 +330,15 @@ struct mws_conn {
                                   * writer: past MWS_MAX_PENDING_PONGS, a
                                   * newer ping's reply replaces it           */
     unsigned pongs;              /* pongs waiting for the writer             */
-    int running_cancelled;
     unsigned close_code;         /* the code of the close we queued          */
     char *close_reason;          /* and its reason (malloc'd), if any        */
     size_t close_reason_len;
     apr_pollset_t *pollset;      /* woken by other threads; NULL when dead   */
     pthread_t driver_thread;     /* the blocking driver's thread             */
-    int async;                   /* parked driver (event MPM)                */
-    mws_io io;                   /* parked driver: who may touch the socket  */
-    pthread_cond_t io_cond;      /* signalled when a callback pass ends      */
+    pthread_cond_t *io_cond;     /* signalled when a callback pass ends
+                                  * (malloc'd by its first waiter)          */
     int io_waiters;
-    int cb_pending;              /* an immediate callback is registered      */
-    int work_pending;            /* queued while owned: look before parking  */
+    int queue_overflow;          /* a send went over max_queued (lock)       */
     /* its pending wake-up (mws_wakeq.c, wq_lock; wake_when also read
      * atomically without it) */
     apr_time_t wake_when;        /* when it is due, 0: none                 */
@@ -313,14 +349,13 @@ struct mws_conn {
     struct mws_drive *dv;
     conn_rec *c;
     request_rec *r;
-    mws_instance *inst;
     mws_limits limits;
     mws_limit_hold hold;         /* connection caps taken (mws_limits.c)     */
-    int max_free_lowered;        /* the connection's allocator keeps nothing */
-    int queue_overflow;          /* a send went over max_queued (lock)       */
-    void *user_data;
     const char *subprotocol;
-    apr_table_t *options;        /* merged WebSocketHandlerOption values     */
+    const mws_option *options;   /* merged WebSocketHandlerOption lines, in
+                                  * config order (their strings: pconf)     */
+    int noptions;
+    int max_free_lowered;        /* the connection's allocator keeps nothing */
     int opened;                  /* on_open accepted: on_close is owed       */
     int close_reported;          /* on_close ran (atomic exchange)           */
     int close_sent;              /* our close frame was written (atomic)     */
@@ -329,17 +364,15 @@ struct mws_conn {
      * (mws_accesslog.c); *_out are atomic (any thread sends) */
     int stat_line;               /* its line's figures, or -1               */
     int stat_driver;             /* 1 parked, 2 blocking, 0: not counted    */
-    int closed_by;               /* MWS_BY_*                                */
     apr_uint64_t bytes_in, msgs_in, bytes_out, msgs_out;
     struct mws_logrec *logrec;   /* what the line at the end needs (c->pool) */
     struct mws_sub *subs;                   /* channels (mws_channels.c lock) */
     /* permessage-deflate (mws_pmd.c), fixed once the handshake is done */
-    int pmd;                     /* negotiated                               */
     ws_pmd_params pmd_params;
-    ws_deflater *pmd_def;        /* the connection's own deflater (lock):
-                                  * context takeover, or a send_part message */
     int part_compressed;         /* the open send_part message is (lock)     */
     int pmd_kept;                /* counted in mws_pmd_context_take()        */
+    ws_deflater *pmd_def;        /* the connection's own deflater (lock):
+                                  * context takeover, or a send_part message */
 };
 
 /* The driver's state of one connection, in c->pool; c->conn_config of
@@ -378,7 +411,7 @@ typedef struct mws_drive {
     int close_written;          /* our close frame is on the wire         */
     apr_time_t close_deadline;
     int code;                   /* for on_close                           */
-    char reason[WS_MAX_CLOSE_REASON + 1];
+    const char *reason;         /* "" until close_info (c->pool)          */
     size_t reason_len;
     int have_code;
     apr_time_t last_read;       /* last bytes from the peer               */
@@ -608,6 +641,9 @@ void mws_conn_kill(mws_conn *mc);
 void mws_conn_abort(mws_conn *mc);
 void mws_conn_going_away(mws_conn *mc);
 void mws_conn_last_words(mws_conn *mc);
+/* wait until a callback pass ends (lock held), and wake those waiting */
+void mws_conn_io_wait_locked(mws_conn *mc);
+void mws_conn_io_signal_locked(mws_conn *mc);
 
 /* ---- mws_queue.c: the send queue ---------------------------------------- */
 #define MWS_Q_WHOLE   0   /* a whole data message                        */
@@ -623,7 +659,7 @@ int mws_queue_message(mws_conn *mc, mws_msg_type type, const void *data,
 int mws_queue_part(mws_conn *mc, mws_msg_type type, const void *data,
                    size_t len, int last, int no_compress);
 /* the connection's deflater goes (its last reference) */
-void mws_queue_pmd_free(mws_conn *mc);
+void mws_queue_pmd_free(struct mws_conn_body *b);
 int mws_queue_shared_claim(mws_conn *mc, mws_msg_type type,
                            mws_shared *sh, int *claim);
 /* the writer takes every queued frame (lock taken here) ... */
@@ -671,7 +707,7 @@ void mws_handler_close(mws_conn *mc, int code, const char *reason,
 #define MWS_BY_ABORT   4         /* no close handshake: the TCP link ended  */
 /* who ended it, unless already known */
 #define mws_closed_by(mc, by) do { \
-        int none_ = MWS_BY_NONE; \
+        unsigned char none_ = MWS_BY_NONE; \
         __atomic_compare_exchange_n(&(mc)->closed_by, &none_, (by), 0, \
                                     __ATOMIC_RELAXED, __ATOMIC_RELAXED); \
     } while (0)

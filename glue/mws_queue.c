@@ -198,49 +198,53 @@ static int queue_out_locked(mws_conn *mc, mws_out *o, int fin,
 {
     size_t queued;
 
-    if (mc->state == MWS_ST_DEAD || mc->close_queued
-        || (mc->queue_overflow && op != WS_OP_CLOSE && op != WS_OP_PONG)) {
+    if (mc->state == MWS_ST_DEAD) {
+        mws_out_free(o);        /* its body may be gone: not a look at it */
+        return MWS_ERR_CLOSED;
+    }
+    if (mc->b->close_queued
+        || (mc->b->queue_overflow && op != WS_OP_CLOSE && op != WS_OP_PONG)) {
         /* after an overflow nothing more is taken: the client gets what
          * was written before, then 1008, and never a gap */
         mws_out_free(o);
-        return mc->queue_overflow ? MWS_ERR_TOO_BIG : MWS_ERR_CLOSED;
+        return mc->b->queue_overflow ? MWS_ERR_TOO_BIG : MWS_ERR_CLOSED;
     }
     queued = __atomic_load_n(&mc->queued, __ATOMIC_RELAXED);
     if (op != WS_OP_CLOSE && op != WS_OP_PONG && queued
-        && (apr_off_t)(queued + o->len) > mc->limits.max_queued) {
+        && (apr_off_t)(queued + o->len) > mc->b->limits.max_queued) {
         /* the client does not read fast enough: it will be closed */
-        mc->queue_overflow = 1;
+        mc->b->queue_overflow = 1;
         mws_wake_locked(mc, NULL);
         mws_out_free(o);
         return MWS_ERR_TOO_BIG;
     }
-    if (kind == MWS_Q_WHOLE && mc->part_open) {
-        outq_push(&mc->held, o);
+    if (kind == MWS_Q_WHOLE && mc->b->part_open) {
+        outq_push(&mc->b->held, o);
     }
     else {
-        outq_push(&mc->out, o);
+        outq_push(&mc->b->out, o);
         if (op == WS_OP_PONG) {
-            mc->pong = o;       /* a newer ping's reply may replace it */
-            ++mc->pongs;
+            mc->b->pong = o;       /* a newer ping's reply may replace it */
+            ++mc->b->pongs;
         }
         if (kind == MWS_Q_PART && fin) {
-            mc->part_open = 0;
-            outq_append(&mc->out, &mc->held);
+            mc->b->part_open = 0;
+            outq_append(&mc->b->out, &mc->b->held);
         }
     }
     if (op == WS_OP_CLOSE) {
         mws_closed_by(mc, MWS_BY_SERVER);
-        mc->close_queued = 1;
-        mc->close_code = len >= 2 ? ((unsigned)((const uint8_t *)data)[0] << 8
+        mc->b->close_queued = 1;
+        mc->b->close_code = len >= 2 ? ((unsigned)((const uint8_t *)data)[0] << 8
                                      | ((const uint8_t *)data)[1])
                                   : WS_CLOSE_NO_STATUS;
         /* the reason is kept for on_close; most closes have none, so
          * the connection carries a pointer, not a 123-byte buffer */
-        mc->close_reason_len = 0;
-        if (len > 2 && (mc->close_reason = malloc(len - 2)) != NULL) {
-            mc->close_reason_len = len - 2;
-            memcpy(mc->close_reason, (const uint8_t *)data + 2,
-                   mc->close_reason_len);
+        mc->b->close_reason_len = 0;
+        if (len > 2 && (mc->b->close_reason = malloc(len - 2)) != NULL) {
+            mc->b->close_reason_len = len - 2;
+            memcpy(mc->b->close_reason, (const uint8_t *)data + 2,
+                   mc->b->close_reason_len);
         }
         if (mc->state == MWS_ST_OPEN) {
             mc->state = MWS_ST_CLOSING;
@@ -289,8 +293,8 @@ static int queue_pong(mws_conn *mc, const void *data, size_t len)
     }
     hlen = ws_frame_header(hdr, 1, 0, WS_OP_PONG, len, NULL);
     pthread_mutex_lock(&mc->lock);
-    if ((o = mc->pong) != NULL && mc->pongs >= MWS_MAX_PENDING_PONGS
-        && mc->state != MWS_ST_DEAD && !mc->close_queued) {
+    if (mc->state != MWS_ST_DEAD && (o = mc->b->pong) != NULL
+        && mc->b->pongs >= MWS_MAX_PENDING_PONGS && !mc->b->close_queued) {
         old = o->len;
         memcpy(MWS_OUT_BYTES(o), hdr, hlen);
         if (len) {
@@ -355,30 +359,30 @@ static mws_out *pmd_out(ws_deflater *d, int fin, int rsv1, ws_opcode op,
 /* The connection's own deflater (lock held), made when first needed. */
 static ws_deflater *conn_deflater(mws_conn *mc)
 {
-    if (!mc->pmd_def && (mc->pmd_def = malloc(sizeof(ws_deflater)))) {
-        ws_deflate_init(mc->pmd_def, mc->pmd_params.server_max_window_bits,
-                        mc->limits.mem_level, -1,
-                        mc->pmd_params.server_no_context_takeover);
+    if (!mc->b->pmd_def && (mc->b->pmd_def = malloc(sizeof(ws_deflater)))) {
+        ws_deflate_init(mc->b->pmd_def, mc->b->pmd_params.server_max_window_bits,
+                        mc->b->limits.mem_level, -1,
+                        mc->b->pmd_params.server_no_context_takeover);
     }
-    return mc->pmd_def;
+    return mc->b->pmd_def;
 }
 
 /* The connection's deflater keeps nothing between messages (lock held). */
 static void conn_deflater_idle(mws_conn *mc)
 {
-    if (mc->pmd_def && mc->pmd_params.server_no_context_takeover) {
-        ws_deflate_end(mc->pmd_def);
-        free(mc->pmd_def);
-        mc->pmd_def = NULL;
+    if (mc->b->pmd_def && mc->b->pmd_params.server_no_context_takeover) {
+        ws_deflate_end(mc->b->pmd_def);
+        free(mc->b->pmd_def);
+        mc->b->pmd_def = NULL;
     }
 }
 
-void mws_queue_pmd_free(mws_conn *mc)
+void mws_queue_pmd_free(struct mws_conn_body *b)
 {
-    if (mc->pmd_def) {
-        ws_deflate_end(mc->pmd_def);
-        free(mc->pmd_def);
-        mc->pmd_def = NULL;
+    if (b->pmd_def) {
+        ws_deflate_end(b->pmd_def);
+        free(b->pmd_def);
+        b->pmd_def = NULL;
     }
 }
 
@@ -397,24 +401,36 @@ int mws_queue_message(mws_conn *mc, mws_msg_type type, const void *data,
 {
     ws_deflater *d;
     mws_out *o;
+    unsigned wbits, level;
     int rc;
 
-    if (!mc->pmd || no_compress || len < mc->limits.compress_min) {
+    if (!mc->pmd || no_compress) {
         return mws_queue_frame(mc, 1, (ws_opcode)type, data, len,
                                MWS_Q_WHOLE);
     }
-    if (mc->pmd_params.server_no_context_takeover) {
-        d = mws_pmd_thread_deflater(mc->pmd_params.server_max_window_bits,
-                                    mc->limits.mem_level);
+    /* the body (its parameters) only while the connection lives */
+    pthread_mutex_lock(&mc->lock);
+    if (mc->state == MWS_ST_DEAD) {
+        pthread_mutex_unlock(&mc->lock);
+        return MWS_ERR_CLOSED;
+    }
+    if (len < mc->b->limits.compress_min) {
+        pthread_mutex_unlock(&mc->lock);
+        return mws_queue_frame(mc, 1, (ws_opcode)type, data, len,
+                               MWS_Q_WHOLE);
+    }
+    if (mc->b->pmd_params.server_no_context_takeover) {
+        wbits = mc->b->pmd_params.server_max_window_bits;
+        level = mc->b->limits.mem_level;
+        pthread_mutex_unlock(&mc->lock);
+        d = mws_pmd_thread_deflater(wbits, level);
         if (!d || !(o = pmd_out(d, 1, 1, (ws_opcode)type, data, len, 1))) {
             return MWS_ERR_NOMEM;
         }
         return queue_out(mc, o, 1, (ws_opcode)type, NULL, 0, MWS_Q_WHOLE,
                          NULL);
     }
-    pthread_mutex_lock(&mc->lock);
-    if (mc->part_open || mc->state == MWS_ST_DEAD || mc->close_queued
-        || mc->queue_overflow) {
+    if (mc->b->part_open || mc->b->close_queued || mc->b->queue_overflow) {
         pthread_mutex_unlock(&mc->lock);
         return mws_queue_frame(mc, 1, (ws_opcode)type, data, len,
                                MWS_Q_WHOLE);
@@ -445,18 +461,22 @@ int mws_queue_part(mws_conn *mc, mws_msg_type type, const void *data,
     mws_out *o;
 
     pthread_mutex_lock(&mc->lock);
-    first = !mc->part_open;
-    if (first) {
-        mc->part_open = 1;
-        mc->part_type = type;
-        mc->part_compressed = mc->pmd && !no_compress;
+    if (mc->state == MWS_ST_DEAD) {
+        pthread_mutex_unlock(&mc->lock);
+        return MWS_ERR_CLOSED;
     }
-    else if (mc->part_type != type) {
+    first = !mc->b->part_open;
+    if (first) {
+        mc->b->part_open = 1;
+        mc->b->part_type = type;
+        mc->b->part_compressed = mc->pmd && !no_compress;
+    }
+    else if (mc->b->part_type != type) {
         pthread_mutex_unlock(&mc->lock);
         return MWS_ERR_INVALID;
     }
     op = first ? (ws_opcode)type : WS_OP_CONT;
-    if (!mc->part_compressed) {
+    if (!mc->b->part_compressed) {
         pthread_mutex_unlock(&mc->lock);
         return mws_queue_frame(mc, last ? 1 : 0, op, data, len, MWS_Q_PART);
     }
@@ -508,10 +528,10 @@ void mws_queue_unflush(mws_conn *mc, mws_out *head)
         last = last->next;
     }
     pthread_mutex_lock(&mc->lock);
-    last->next = mc->out.head;
-    mc->out.head = head;
-    if (!mc->out.tail) {
-        mc->out.tail = last;
+    last->next = mc->b->out.head;
+    mc->b->out.head = head;
+    if (!mc->b->out.tail) {
+        mc->b->out.tail = last;
     }
     pthread_mutex_unlock(&mc->lock);
 }
@@ -523,10 +543,10 @@ mws_out *mws_queue_take(mws_conn *mc)
     mws_out *head;
 
     pthread_mutex_lock(&mc->lock);
-    head = mc->out.head;
-    mc->out.head = mc->out.tail = NULL;
-    mc->pong = NULL;
-    mc->pongs = 0;
+    head = mc->b->out.head;
+    mc->b->out.head = mc->b->out.tail = NULL;
+    mc->b->pong = NULL;
+    mc->b->pongs = 0;
     pthread_mutex_unlock(&mc->lock);
     return head;
 }
@@ -542,13 +562,13 @@ int mws_queue_drop_overflow(mws_conn *mc)
     size_t cur;
     int overflow;
 
-    if (!__atomic_load_n(&mc->queue_overflow, __ATOMIC_RELAXED)) {
+    if (!__atomic_load_n(&mc->b->queue_overflow, __ATOMIC_RELAXED)) {
         return 0;       /* the common case, without the lock */
     }
     pthread_mutex_lock(&mc->lock);
-    overflow = mc->queue_overflow;
+    overflow = mc->b->queue_overflow;
     if (overflow) {
-        for (o = mc->out.head; o; o = next) {
+        for (o = mc->b->out.head; o; o = next) {
             next = o->next;
             if (o->is_close && !keep) {
                 keep = o;
@@ -557,13 +577,13 @@ int mws_queue_drop_overflow(mws_conn *mc)
                 mws_out_free(o);
             }
         }
-        mc->out.head = mc->out.tail = keep;
-        mc->pong = NULL;
-        mc->pongs = 0;
+        mc->b->out.head = mc->b->out.tail = keep;
+        mc->b->pong = NULL;
+        mc->b->pongs = 0;
         if (keep) {
             keep->next = NULL;
         }
-        outq_free(&mc->held);
+        outq_free(&mc->b->held);
         cur = __atomic_exchange_n(&mc->queued, keep ? keep->len : 0,
                                   __ATOMIC_RELAXED);
         mws_stats_queued((apr_int64_t)(keep ? keep->len : 0)
@@ -576,10 +596,10 @@ int mws_queue_drop_overflow(mws_conn *mc)
 /* The connection is gone: everything queued goes (lock held). */
 void mws_queue_free_all(mws_conn *mc)
 {
-    mc->pong = NULL;
-    mc->pongs = 0;
-    outq_free(&mc->out);
-    outq_free(&mc->held);
+    mc->b->pong = NULL;
+    mc->b->pongs = 0;
+    outq_free(&mc->b->out);
+    outq_free(&mc->b->held);
     mws_stats_queued(-(apr_int64_t)__atomic_exchange_n(&mc->queued, 0,
                                                        __ATOMIC_RELAXED));
 }

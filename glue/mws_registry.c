@@ -29,10 +29,10 @@ static apr_size_t reg_count;
 void mws_registry_add(mws_conn *mc)
 {
     pthread_mutex_lock(&reg_lock);
-    mc->reg_prev = NULL;
-    mc->reg_next = reg_head;
+    mc->b->reg_prev = NULL;
+    mc->b->reg_next = reg_head;
     if (reg_head) {
-        reg_head->reg_prev = mc;
+        reg_head->b->reg_prev = mc;
     }
     reg_head = mc;
     ++reg_count;
@@ -42,17 +42,17 @@ void mws_registry_add(mws_conn *mc)
 static void registry_remove(mws_conn *mc)
 {
     pthread_mutex_lock(&reg_lock);
-    if (mc->reg_prev || reg_head == mc) {
-        if (mc->reg_prev) {
-            mc->reg_prev->reg_next = mc->reg_next;
+    if (mc->b->reg_prev || reg_head == mc) {
+        if (mc->b->reg_prev) {
+            mc->b->reg_prev->b->reg_next = mc->b->reg_next;
         }
         else {
-            reg_head = mc->reg_next;
+            reg_head = mc->b->reg_next;
         }
-        if (mc->reg_next) {
-            mc->reg_next->reg_prev = mc->reg_prev;
+        if (mc->b->reg_next) {
+            mc->b->reg_next->b->reg_prev = mc->b->reg_prev;
         }
-        mc->reg_next = mc->reg_prev = NULL;
+        mc->b->reg_next = mc->b->reg_prev = NULL;
         --reg_count;
     }
     pthread_mutex_unlock(&reg_lock);
@@ -76,7 +76,7 @@ static mws_conn **get_all(apr_size_t *n)
     *n = 0;
     pthread_mutex_lock(&reg_lock);
     all = malloc(sizeof(*all) * (reg_count + 1));
-    for (mc = reg_head; all && mc; mc = mc->reg_next) {
+    for (mc = reg_head; all && mc; mc = mc->b->reg_next) {
         all[(*n)++] = mws_conn_retain(mc);
     }
     pthread_mutex_unlock(&reg_lock);
@@ -120,8 +120,8 @@ void mws_registry_report_all(void)
 
     for (i = 0; i < n; ++i) {
         /* 1001 only if the client was told so; else no handshake: 1006 */
-        if (__atomic_load_n(&all[i]->close_sent, __ATOMIC_ACQUIRE)) {
-            mws_handler_close(all[i], (int)all[i]->close_code,
+        if (__atomic_load_n(&all[i]->b->close_sent, __ATOMIC_ACQUIRE)) {
+            mws_handler_close(all[i], (int)all[i]->b->close_code,
                                   "server shutting down", 20);
         }
         else {
@@ -136,7 +136,7 @@ mws_conn *mws_registry_find(uint64_t id)
     mws_conn *mc;
 
     pthread_mutex_lock(&reg_lock);
-    for (mc = reg_head; mc; mc = mc->reg_next) {
+    for (mc = reg_head; mc; mc = mc->b->reg_next) {
         if (mc->id == id) {
             mws_conn_retain(mc);
             break;

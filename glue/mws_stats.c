@@ -210,8 +210,8 @@ int mws_stats_line(const mws_instance *inst)
 
 void mws_stats_open(mws_conn *mc, int parked_driver)
 {
-    mc->stat_line = mws_stats_line(mc->inst);
-    mc->stat_driver = parked_driver ? 1 : 2;
+    mc->b->stat_line = mws_stats_line(mc->inst);
+    mc->b->stat_driver = parked_driver ? 1 : 2;
     ADD(opened, 1);
     if (parked_driver) {
         ADD(open_parked_driver, 1);
@@ -219,8 +219,8 @@ void mws_stats_open(mws_conn *mc, int parked_driver)
     else {
         ADD(open_blocking_driver, 1);
     }
-    if (mc->stat_line >= 0) {
-        ADD(lines[mc->stat_line].open, 1);
+    if (mc->b->stat_line >= 0) {
+        ADD(lines[mc->b->stat_line].open, 1);
     }
 }
 
@@ -228,20 +228,20 @@ void mws_stats_close(mws_conn *mc, int code)
 {
     int i;
 
-    if (!mc->stat_driver) {
+    if (!mc->b->stat_driver) {
         return;                 /* never opened, or counted already */
     }
     ADD(closed, 1);
-    if (mc->stat_driver == 1) {
+    if (mc->b->stat_driver == 1) {
         ADD(open_parked_driver, (apr_uint32_t)-1);
     }
     else {
         ADD(open_blocking_driver, (apr_uint32_t)-1);
     }
-    if (mc->stat_line >= 0) {
-        ADD(lines[mc->stat_line].open, (apr_uint32_t)-1);
+    if (mc->b->stat_line >= 0) {
+        ADD(lines[mc->b->stat_line].open, (apr_uint32_t)-1);
     }
-    mc->stat_driver = 0;
+    mc->b->stat_driver = 0;
     for (i = 0; i < MWS_STAT_NCODES - 1; ++i) {
         if (mws_stats_codes[i] == code) {
             break;
@@ -252,21 +252,21 @@ void mws_stats_close(mws_conn *mc, int code)
 
 void mws_stats_in(mws_conn *mc, apr_size_t bytes, int messages)
 {
-    mc->bytes_in += bytes;
-    mc->msgs_in += (apr_uint64_t)messages;
+    mc->b->bytes_in += bytes;
+    mc->b->msgs_in += (apr_uint64_t)messages;
     ADD(bytes_in, bytes);
     ADD(msgs_in, (apr_uint64_t)messages);
 }
 
 void mws_stats_msg_out(mws_conn *mc)
 {
-    __atomic_add_fetch(&mc->msgs_out, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&mc->b->msgs_out, 1, __ATOMIC_RELAXED);
     ADD(msgs_out, 1);
 }
 
 void mws_stats_bytes_out(mws_conn *mc, apr_size_t bytes)
 {
-    __atomic_add_fetch(&mc->bytes_out, bytes, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&mc->b->bytes_out, bytes, __ATOMIC_RELAXED);
     ADD(bytes_out, bytes);
 }
 

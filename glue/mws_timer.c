@@ -28,7 +28,7 @@
 
 static void timer_insert_locked(mws_conn *mc, struct mws_timer *t)
 {
-    struct mws_timer **pp = &mc->timers;
+    struct mws_timer **pp = &mc->b->timers;
 
     while (*pp && (*pp)->due <= t->due) {
         pp = &(*pp)->next;
@@ -59,7 +59,7 @@ mws_timer *mws_timer_add(mws_conn *mc, unsigned ms, int periodic,
         free(t);
         return NULL;
     }
-    t->id = ++mc->timer_seq;
+    t->id = ++mc->b->timer_seq;
     timer_insert_locked(mc, t);
     mws_wake_locked(mc, NULL);
     pthread_mutex_unlock(&mc->lock);
@@ -79,12 +79,16 @@ int mws_timer_cancel(mws_conn *mc, mws_timer *handle)
         return rv;
     }
     pthread_mutex_lock(&mc->lock);
-    if (mc->running && mc->running->id == id && !mc->running_cancelled) {
-        mc->running_cancelled = 1;
+    if (mc->state == MWS_ST_DEAD) {
+        ;                       /* its timers went with it */
+    }
+    else if (mc->b->running && mc->b->running->id == id
+             && !mc->b->running_cancelled) {
+        mc->b->running_cancelled = 1;
         rv = MWS_OK;
     }
     else {
-        for (pp = &mc->timers; *pp; pp = &(*pp)->next) {
+        for (pp = &mc->b->timers; *pp; pp = &(*pp)->next) {
             if ((*pp)->id == id) {
                 t = *pp;
                 *pp = t->next;
@@ -104,25 +108,25 @@ apr_time_t mws_timer_run(mws_conn *mc, apr_time_t now)
     apr_time_t next;
     struct mws_timer *t;
 
-    if (!__atomic_load_n(&mc->timers, __ATOMIC_RELAXED)) {
+    if (!__atomic_load_n(&mc->b->timers, __ATOMIC_RELAXED)) {
         return 0;       /* none (one added meanwhile wakes the driver) */
     }
     pthread_mutex_lock(&mc->lock);
-    while ((t = mc->timers) != NULL && t->due <= now
+    while ((t = mc->b->timers) != NULL && t->due <= now
            && mc->state == MWS_ST_OPEN) {
-        mc->timers = t->next;
-        mc->running = t;
-        mc->running_cancelled = 0;
+        mc->b->timers = t->next;
+        mc->b->running = t;
+        mc->b->running_cancelled = 0;
         pthread_mutex_unlock(&mc->lock);
 
-        ap_log_cerror(APLOG_MARK, APLOG_TRACE5, 0, mc->c,
+        ap_log_cerror(APLOG_MARK, APLOG_TRACE5, 0, mc->b->c,
                       "ws(%" APR_UINT64_T_FMT "): timer due %" APR_TIME_T_FMT
                       " us ago", (apr_uint64_t)mc->id, now - t->due);
         mws_handler_timer(mc, t->fn, t->arg);
 
         pthread_mutex_lock(&mc->lock);
-        mc->running = NULL;
-        if (t->period && !mc->running_cancelled
+        mc->b->running = NULL;
+        if (t->period && !mc->b->running_cancelled
             && mc->state == MWS_ST_OPEN) {
             t->due += t->period;
             if (t->due < now) {
@@ -134,7 +138,7 @@ apr_time_t mws_timer_run(mws_conn *mc, apr_time_t now)
             free(t);
         }
     }
-    next = mc->timers ? mc->timers->due : 0;
+    next = mc->b->timers ? mc->b->timers->due : 0;
     pthread_mutex_unlock(&mc->lock);
     return next;
 }
@@ -144,9 +148,9 @@ void mws_timer_free_all(mws_conn *mc)
 {
     struct mws_timer *t, *next;
 
-    for (t = mc->timers; t; t = next) {
+    for (t = mc->b->timers; t; t = next) {
         next = t->next;
         free(t);
     }
-    mc->timers = NULL;
+    mc->b->timers = NULL;
 }

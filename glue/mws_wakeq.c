@@ -37,7 +37,7 @@ static ap_mpm_callback_fn_t *wq_fire;  /* the parked driver's callback */
 
 /* The pending wake-ups: a binary heap of connections, earliest first (ties
  * in the order they were scheduled), under wq_lock.  Each connection is in
- * it at most once and knows its place (mc->wake_idx), so that moving or
+ * it at most once and knows its place (mc->b->wake_idx), so that moving or
  * dropping its wake-up costs O(log n) and no allocation; one pointer per
  * waiting connection is all the memory it takes.  A connection in the heap
  * holds a reference. */
@@ -46,14 +46,16 @@ static size_t wq_n, wq_cap;
 
 static int wq_before(const mws_conn *a, const mws_conn *b)
 {
-    return a->wake_when < b->wake_when
-           || (a->wake_when == b->wake_when && a->wake_seq < b->wake_seq);
+    const struct mws_conn_body *x = a->b, *y = b->b;
+
+    return x->wake_when < y->wake_when
+           || (x->wake_when == y->wake_when && x->wake_seq < y->wake_seq);
 }
 
 static void wq_place(size_t i, mws_conn *mc)
 {
     wq_heap[i] = mc;
-    mc->wake_idx = i + 1;
+    mc->b->wake_idx = i + 1;
 }
 
 static void wq_up(size_t i)
@@ -107,15 +109,15 @@ static int wq_add(mws_conn *mc)
 /* Take mc, which is in the heap, out of it. */
 static void wq_remove(mws_conn *mc)
 {
-    size_t i = mc->wake_idx - 1;
+    size_t i = mc->b->wake_idx - 1;
     mws_conn *last = wq_heap[--wq_n];
 
-    mc->wake_idx = 0;
-    __atomic_store_n(&mc->wake_when, 0, __ATOMIC_RELEASE);
+    mc->b->wake_idx = 0;
+    __atomic_store_n(&mc->b->wake_when, 0, __ATOMIC_RELEASE);
     if (last != mc) {
         wq_place(i, last);
         wq_up(i);
-        wq_down(last->wake_idx - 1);
+        wq_down(last->b->wake_idx - 1);
     }
 }
 
@@ -132,9 +134,9 @@ static void *APR_THREAD_FUNC wq_main(apr_thread_t *thd, void *data)
         if (!mc) {
             pthread_cond_wait(&wq_cond, &wq_lock);
         }
-        else if (mc->wake_when > now) {
-            ts.tv_sec = (time_t)apr_time_sec(mc->wake_when);
-            ts.tv_nsec = (long)apr_time_usec(mc->wake_when) * 1000;
+        else if (mc->b->wake_when > now) {
+            ts.tv_sec = (time_t)apr_time_sec(mc->b->wake_when);
+            ts.tv_nsec = (long)apr_time_usec(mc->b->wake_when) * 1000;
             pthread_cond_timedwait(&wq_cond, &wq_lock, &ts);
         }
         else {
@@ -177,7 +179,7 @@ void mws_wakeq_forget(mws_conn *mc)
     int had;
 
     pthread_mutex_lock(&wq_lock);
-    had = mc->wake_idx != 0;
+    had = mc->b->wake_idx != 0;
     if (had) {
         wq_remove(mc);
     }
@@ -243,7 +245,7 @@ void mws_wakeq_schedule_locked(mws_conn *mc, apr_time_t when)
     }
     /* The common case without wq_lock: a wake-up at that time or earlier
      * waits already (or is being fired, and its callback looks again). */
-    at = __atomic_load_n(&mc->wake_when, __ATOMIC_ACQUIRE);
+    at = __atomic_load_n(&mc->b->wake_when, __ATOMIC_ACQUIRE);
     if (at && at <= when) {
         return;
     }
@@ -253,23 +255,23 @@ void mws_wakeq_schedule_locked(mws_conn *mc, apr_time_t when)
         return;
     }
     pthread_mutex_lock(&wq_lock);
-    if (wq_stop || (mc->wake_idx && mc->wake_when <= when)) {
+    if (wq_stop || (mc->b->wake_idx && mc->b->wake_when <= when)) {
         /* one at that time or earlier is coming, or the child exits */
         pthread_mutex_unlock(&wq_lock);
         return;
     }
-    fresh = !mc->wake_idx;
+    fresh = !mc->b->wake_idx;
     if (fresh) {
         ++mc->refs;             /* the heap's */
     }
     else {
         wq_remove(mc);          /* to move it earlier; keeps its reference */
     }
-    __atomic_store_n(&mc->wake_when, when, __ATOMIC_RELEASE);
-    mc->wake_seq = ++wq_seq;
+    __atomic_store_n(&mc->b->wake_when, when, __ATOMIC_RELEASE);
+    mc->b->wake_seq = ++wq_seq;
     if (wq_add(mc) != 0) {
         /* no memory for the heap: look now instead of later */
-        __atomic_store_n(&mc->wake_when, 0, __ATOMIC_RELEASE);
+        __atomic_store_n(&mc->b->wake_when, 0, __ATOMIC_RELEASE);
         pthread_mutex_unlock(&wq_lock);
         --mc->refs;             /* the caller holds one too: never the last */
         mws_wakeq_fire_now_locked(mc);

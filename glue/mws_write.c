@@ -323,11 +323,11 @@ static mws_out *written(mws_drive *dv, mws_out *keep, apr_size_t bytes,
     mws_queue_written(mc, bytes);
     mws_stats_bytes_out(mc, bytes);
     if (wrote_close && rv == APR_SUCCESS) {
-        __atomic_store_n(&mc->close_sent, 1, __ATOMIC_RELEASE);
+        __atomic_store_n(&mc->b->close_sent, 1, __ATOMIC_RELEASE);
     }
     if (wrote_close && !dv->close_written) {
         dv->close_written = 1;
-        dv->close_deadline = apr_time_now() + mc->limits.close_timeout;
+        dv->close_deadline = apr_time_now() + mc->b->limits.close_timeout;
     }
     return keep;
 }
@@ -351,7 +351,7 @@ apr_status_t mws_write_queue(mws_drive *dv, int careful)
 
     /* Without the lock first: a frame queued right after this look wakes
      * the driver (blocking) or is seen before the connection parks. */
-    if (!__atomic_load_n(&mc->out.head, __ATOMIC_ACQUIRE)) {
+    if (!__atomic_load_n(&mc->b->out.head, __ATOMIC_ACQUIRE)) {
         dv->write_blocked = 0;
         return APR_SUCCESS;
     }

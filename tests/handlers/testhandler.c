@@ -944,6 +944,33 @@ static void *after_main(void *arg)
         AFTER_BAD(" find-not-NULL");
         host->release(found);
     }
+    /* what lives in the connection's pool (its body) must not be looked
+     * at once it is gone: these answer from the handle alone */
+    if (host->option(a->c, "color") != NULL) {
+        AFTER_BAD(" option-not-NULL");
+    }
+    if (host->subprotocol(a->c) != NULL) {
+        AFTER_BAD(" subprotocol-not-NULL");
+    }
+    if ((rv = host->timer_cancel(a->c, (mws_timer *)(uintptr_t)1))
+        != MWS_ERR_NOTFOUND) {
+        AFTER_BAD(" timer_cancel=%d", rv);
+    }
+    if ((rv = host->subscribe(a->c, "afterclose")) != MWS_ERR_CLOSED
+        && rv != MWS_ERR_STATE) {
+        AFTER_BAD(" subscribe=%d", rv);
+    }
+    if ((rv = host->unsubscribe(a->c, "afterclose")) != MWS_ERR_NOTFOUND) {
+        AFTER_BAD(" unsubscribe=%d", rv);
+    }
+#if MWS_ABI_MINOR >= 1
+    if ((rv = host->compressed(a->c)) != MWS_ERR_CLOSED) {
+        AFTER_BAD(" compressed=%d", rv);
+    }
+    if (host->send_flags(a->c, MWS_TEXT, "x", 1, 0) != MWS_ERR_CLOSED) {
+        AFTER_BAD(" send_flags-not-closed");
+    }
+#endif
     logline(a->inst, "afterclose pid=%d id=%" PRIu64 " %s ticks=%d%s",
             (int)getpid(), a->id, bl ? "bad" : "ok", ticks, bad);
     host->release(a->c);
