@@ -210,7 +210,7 @@ static int open_handler(request_rec *r, const mws_dir_conf *d, mws_conn *mc,
  * Sec-WebSocket-Extensions value, or NULL (declined: no compression). */
 static const char *negotiate_deflate(request_rec *r, mws_conn *mc)
 {
-    const mws_limits *l = &mc->b->limits;
+    const mws_limits *l = mc->b->limits;
     const char *offers;
     ws_pmd_policy pol;
     char resp[WS_PMD_RESPONSE_MAX];

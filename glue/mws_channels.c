@@ -120,7 +120,7 @@ static int deliver_local(const char *key, mws_msg_type type,
             continue;       /* published before it subscribed */
         }
         /* queueing takes only the target's lock, never ours twice */
-        if (mc->pmd && len >= mc->b->limits.compress_min
+        if (mc->pmd && len >= mc->b->limits->compress_min
             && !mc->b->pmd_params.server_no_context_takeover) {
             /* context takeover: compressed in the receiver's own stream */
             rv = mws_queue_message(mc, type, data, len, 0);
@@ -128,14 +128,14 @@ static int deliver_local(const char *key, mws_msg_type type,
         }
         else if (kick) {
             use = sh;
-            if (mc->pmd && len >= mc->b->limits.compress_min) {
+            if (mc->pmd && len >= mc->b->limits->compress_min) {
                 /* without context takeover, one compressed copy per window
                  * size for all receivers that agreed on it (uWebSockets'
                  * shared compressor); uncompressed if that fails */
                 w = mc->b->pmd_params.server_max_window_bits & 15u;
                 if (!shz[w]) {
                     shz[w] = mws_shared_frame_pmd(type, data, len, w,
-                                                  mc->b->limits.mem_level);
+                                                  mc->b->limits->mem_level);
                 }
                 if (shz[w]) {
                     use = shz[w];

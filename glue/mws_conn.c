@@ -156,7 +156,7 @@ mws_conn *mws_conn_create(request_rec *r, mws_instance *inst,
     b->c = c;
     b->r = r;
     mc->inst = inst;
-    b->limits = *limits;
+    b->limits = mws_limits_shared(limits, c->pool);
     b->hold.section = b->hold.addr = -1;
     b->stat_line = -1;
     /* the merged array may be the request's; its strings are the

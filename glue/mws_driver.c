@@ -91,11 +91,18 @@ void mws_conn_start(mws_conn *mc, int allow_park)
     /* httpd's Timeout is how long a client may stay silent: parked, the
      * MPM closes the connection then; blocking, we do.  Client input
      * (a pong too) resets it, so ping well before it runs out. */
-    if (!mc->b->limits.ping_interval) {
-        mc->b->limits.ping_interval = c->base_server->timeout / 2;
-    }
-    if (!mc->async) {
-        mc->b->limits.read_timeout = c->base_server->timeout;
+    if (!mc->b->limits->ping_interval || !mc->async) {
+        mws_limits l = *mc->b->limits;
+
+        if (!l.ping_interval) {
+            l.ping_interval = c->base_server->timeout / 2;
+        }
+        if (!mc->async) {
+            l.read_timeout = c->base_server->timeout;
+        }
+        pthread_mutex_lock(&mc->lock);
+        mc->b->limits = mws_limits_shared(&l, c->pool);
+        pthread_mutex_unlock(&mc->lock);
     }
     ap_log_cerror(APLOG_MARK, APLOG_TRACE1, 0, c,
                   "ws(%" APR_UINT64_T_FMT "): open, handler %s, %s driver",

@@ -183,7 +183,7 @@ static void check_overflow(mws_drive *dv)
                       "ws(%" APR_UINT64_T_FMT "): client reads too slowly, "
                       "more than %" APR_OFF_T_FMT " bytes queued: closing "
                       "with 1008", (apr_uint64_t)mc->id,
-                      mc->b->limits.max_queued);
+                      mc->b->limits->max_queued);
         mws_drive_fail(dv, WS_CLOSE_POLICY, "send queue limit exceeded");
     }
     pthread_mutex_lock(&mc->lock);
@@ -211,7 +211,7 @@ static void time_out(mws_drive *dv, const char *why)
 static apr_time_t check_alive(mws_drive *dv, apr_time_t now)
 {
     mws_conn *mc = dv->mc;
-    const mws_limits *l = &mc->b->limits;
+    const mws_limits *l = mc->b->limits;
     apr_time_t next = 0, dead_at;
 
     if (l->ping_interval) {
@@ -246,7 +246,7 @@ static apr_time_t check_alive(mws_drive *dv, apr_time_t now)
 static apr_time_t check_idle_ping(mws_drive *dv, apr_time_t now)
 {
     mws_conn *mc = dv->mc;
-    const mws_limits *l = &mc->b->limits;
+    const mws_limits *l = mc->b->limits;
     apr_time_t idle_at;
 
     if (!l->idle_timeout) {
@@ -302,7 +302,7 @@ static int pass_drain(mws_drive *dv, int need_read)
         return 1;
     }
     if (!dv->drain_deadline) {
-        dv->drain_deadline = dv->now + dv->mc->b->limits.close_timeout;
+        dv->drain_deadline = dv->now + dv->mc->b->limits->close_timeout;
     }
     if (dv->now >= dv->drain_deadline) {
         dv->c->aborted = 1;
@@ -332,7 +332,7 @@ static int pass_read(mws_drive *dv)
 
     dv->read_paused = (apr_off_t)__atomic_load_n(&mc->queued,
                                                  __ATOMIC_RELAXED)
-                      > mc->b->limits.max_queued;
+                      > mc->b->limits->max_queued;
     if (dv->read_paused) {
         return 0;
     }
@@ -522,8 +522,8 @@ mws_drive *mws_drive_create(mws_conn *mc)
     dv->bb_in = apr_brigade_create(c->pool, c->bucket_alloc);
     dv->bb_out = apr_brigade_create(c->pool, c->bucket_alloc);
     memset(&pcfg, 0, sizeof(pcfg));
-    pcfg.max_message = (uint64_t)mc->b->limits.max_message;
-    pcfg.max_frame = (uint64_t)mc->b->limits.max_frame;
+    pcfg.max_message = (uint64_t)mc->b->limits->max_message;
+    pcfg.max_frame = (uint64_t)mc->b->limits->max_frame;
     pcfg.require_mask = 1;
     pcfg.validate_utf8 = 1;
     if (mc->pmd) {
@@ -540,8 +540,8 @@ mws_drive *mws_drive_create(mws_conn *mc)
         }
         dv->inf = apr_palloc(c->pool, sizeof(*dv->inf));
         ws_inflate_init(dv->inf, &mc->b->pmd_params,
-                        (uint64_t)mc->b->limits.max_message,
-                        (uint64_t)mc->b->limits.max_frame);
+                        (uint64_t)mc->b->limits->max_message,
+                        (uint64_t)mc->b->limits->max_frame);
     }
     ws_parser_init(&dv->parser, &pcfg);
     dv->last_read = apr_time_now();

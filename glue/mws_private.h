@@ -189,6 +189,9 @@ void mws_limits_child_init(apr_pool_t *pchild, server_rec *s);
 int mws_limits_admit(request_rec *r, const mws_dir_conf *d, int v6prefix,
                      mws_limit_hold *held);
 void mws_limits_release(mws_limit_hold *held);
+/* l as a set shared by the connections that have the same (read-only,
+ * lives as long as the child), or a copy in pool */
+const mws_limits *mws_limits_shared(const mws_limits *l, apr_pool_t *pool);
 /* An address as 16 bytes, IPv4 as IPv4-mapped IPv6 (::ffff:a.b.c.d).
  * mws_addr16_parse takes the text form (a "%zone" suffix is ignored);
  * both return 4 or 6 (the family; 4 for an IPv4-mapped IPv6 address too),
@@ -349,7 +352,7 @@ struct mws_conn_body {
     struct mws_drive *dv;
     conn_rec *c;
     request_rec *r;
-    mws_limits limits;
+    const mws_limits *limits;    /* shared (mws_limits_shared), read-only   */
     mws_limit_hold hold;         /* connection caps taken (mws_limits.c)     */
     const char *subprotocol;
     const mws_option *options;   /* merged WebSocketHandlerOption lines, in

@@ -211,7 +211,7 @@ static int queue_out_locked(mws_conn *mc, mws_out *o, int fin,
     }
     queued = __atomic_load_n(&mc->queued, __ATOMIC_RELAXED);
     if (op != WS_OP_CLOSE && op != WS_OP_PONG && queued
-        && (apr_off_t)(queued + o->len) > mc->b->limits.max_queued) {
+        && (apr_off_t)(queued + o->len) > mc->b->limits->max_queued) {
         /* the client does not read fast enough: it will be closed */
         mc->b->queue_overflow = 1;
         mws_wake_locked(mc, NULL);
@@ -361,7 +361,7 @@ static ws_deflater *conn_deflater(mws_conn *mc)
 {
     if (!mc->b->pmd_def && (mc->b->pmd_def = malloc(sizeof(ws_deflater)))) {
         ws_deflate_init(mc->b->pmd_def, mc->b->pmd_params.server_max_window_bits,
-                        mc->b->limits.mem_level, -1,
+                        mc->b->limits->mem_level, -1,
                         mc->b->pmd_params.server_no_context_takeover);
     }
     return mc->b->pmd_def;
@@ -414,14 +414,14 @@ int mws_queue_message(mws_conn *mc, mws_msg_type type, const void *data,
         pthread_mutex_unlock(&mc->lock);
         return MWS_ERR_CLOSED;
     }
-    if (len < mc->b->limits.compress_min) {
+    if (len < mc->b->limits->compress_min) {
         pthread_mutex_unlock(&mc->lock);
         return mws_queue_frame(mc, 1, (ws_opcode)type, data, len,
                                MWS_Q_WHOLE);
     }
     if (mc->b->pmd_params.server_no_context_takeover) {
         wbits = mc->b->pmd_params.server_max_window_bits;
-        level = mc->b->limits.mem_level;
+        level = mc->b->limits->mem_level;
         pthread_mutex_unlock(&mc->lock);
         d = mws_pmd_thread_deflater(wbits, level);
         if (!d || !(o = pmd_out(d, 1, 1, (ws_opcode)type, data, len, 1))) {

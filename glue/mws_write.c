@@ -327,7 +327,7 @@ static mws_out *written(mws_drive *dv, mws_out *keep, apr_size_t bytes,
     }
     if (wrote_close && !dv->close_written) {
         dv->close_written = 1;
-        dv->close_deadline = apr_time_now() + mc->b->limits.close_timeout;
+        dv->close_deadline = apr_time_now() + mc->b->limits->close_timeout;
     }
     return keep;
 }
