@@ -331,10 +331,14 @@ EOF
             # (ThreadsPerChild 25 - 5 kept for HTTP) x (1 + ARWF 200) x 4
             # children = 16,080, so /chat keeps the default; run.sh checks
             # the MWS00120 figure against the receivers before fanout10k
+            # presence off: no join/leave notices (fanout.js sends none);
+            # with them, opening N receivers costs N x N / 2 deliveries
+            # (50 million for fanout10k) and closing them as many again
             cat <<EOF
 <Location /chat>
     SetHandler websocket
     WebSocketHandler $MOD_CHAT
+    WebSocketHandlerOption presence off
     Require all granted
 </Location>
 <Location /chatz>
