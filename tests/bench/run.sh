@@ -42,10 +42,10 @@
 #                            above this is not sustained
 #   BENCH_TLS_RECEIVERS [1000]  fanouttls: wss:// receivers
 #   BENCH_TLS_RATES          fanouttls: offered publishes/s, stepped up
-#                            [BENCH_CAP_RATES]
+#                            ["25 50 100 200 400 800 1600 3200"]
 #   BENCH_10K_RECEIVERS [10000] fanout10k: receivers
 #   BENCH_10K_RATES          fanout10k: offered publishes/s, stepped up
-#                            ["10 20 40 80 160 320"]
+#                            ["2 4 8 16 32 64 128 256"]
 #   BENCH_10K_CONN_RATE [2000]  fanout10k: new connections per second
 #   BENCH_WSLOAD_THREADS     wsload --threads for the fan-out sets [the
 #                            number of CPUs in BENCH_CPU_LOAD]: threads on
@@ -601,9 +601,9 @@ fi
 # ---- fan-out at capacity over TLS and to 10,000: interleaved rounds, the
 # peers' order alternating -----------------------------------------------------
 TLS_RECEIVERS=${BENCH_TLS_RECEIVERS:-1000}
-TLS_RATES=${BENCH_TLS_RATES:-$CAP_RATES}
+TLS_RATES=${BENCH_TLS_RATES:-"25 50 100 200 400 800 1600 3200"}
 K10_RECEIVERS=${BENCH_10K_RECEIVERS:-10000}
-K10_RATES=${BENCH_10K_RATES:-"10 20 40 80 160 320"}
+K10_RATES=${BENCH_10K_RATES:-"2 4 8 16 32 64 128 256"}
 K10_CONN_RATE=${BENCH_10K_CONN_RATE:-2000}
 fan_rounds() {   # fan_rounds SET: BENCH_REPEAT rounds of both peers
     local set=$1 rep peers peer
