@@ -249,16 +249,27 @@ def main():
         best = {p: [num(r.get("max_rate")) or 0 for r in fc[p]] for p in ("mws", "node")}
         common = min(statistics.median(best["mws"]) if best["mws"] else 0,
                      statistics.median(best["node"]) if best["node"] else 0)
-        cr = max([k for k in steps if k <= common and len(steps[k]) == 2] or [0])
+        both = [k for k in steps if len(steps[k]) == 2]
+        cr = max([k for k in both if k <= common] or [0])
+        how = "the highest rate both sustained"
+        if not cr and both:
+            # a peer sustained no offered rate: the lowest rate both
+            # delivered in full, whatever its p99
+            cr = min(both)
+            how = "the lowest rate both delivered in full; a peer sustained none"
         pm = pn = None
         if cr:
             pm = median(steps[cr]["mws"], "fanout_p99_us")
             pn = median(steps[cr]["node"], "fanout_p99_us")
             lm = median(steps[cr]["mws"], "lat_p99_us")
             ln = median(steps[cr]["node"], "lat_p99_us")
-            print("at %d publishes/s (the highest rate both sustained): all-received"
-                  " p99 mws %s vs node %s us; per-delivery p99 mws %s vs node %s us"
-                  % (cr, fmt(pm), fmt(pn), fmt(lm), fmt(ln)))
+            cm = median(steps[cr]["mws"], "server_cpu_us_per_delivery")
+            cn = median(steps[cr]["node"], "server_cpu_us_per_delivery")
+            print("at %d publishes/s (%s; medians of %d/%d runs): all-received"
+                  " p99 mws %s vs node %s us; per-delivery p99 mws %s vs node %s us;"
+                  " server CPU per delivery mws %s vs node %s us"
+                  % (cr, how, len(steps[cr]["mws"]), len(steps[cr]["node"]),
+                     fmt(pm), fmt(pn), fmt(lm), fmt(ln), fmt(cm), fmt(cn)))
         limits = {p: sorted({r.get("limit", "?") for r in fc[p]}) for p in ("mws", "node")}
         print("what ended the stepping: mws %s, node %s (wsload: the load generator, not"
               " the server, was at 100%% of its CPUs; rates: every offered rate was"
@@ -271,8 +282,10 @@ def main():
         lower = " (mws at least: %s)" % "/".join(limits["mws"]) \
             if set(limits["mws"]) & {"wsload", "rates"} else ""
         fan_verdicts.append(("%s to %s >= 3x node (highest sustained)" % (label, nrecv),
-                             fmt_ratio(rr) + lower,
-                             "n/a" if rr is None else
+                             fmt_ratio(rr) + lower if rr is not None else
+                             "mws %s vs node %s deliveries/s" % (fmt(a), fmt(b)),
+                             ("n/a (node sustained no offered rate)" if b == 0 and a
+                              else "n/a") if rr is None else
                              ("met" if rr >= FANCAP_TARGET else "not met")))
         fan_verdicts.append(("%s to %s: p99 below node at equal load" % (label, nrecv),
                              "{} vs {} us at {}/s".format(fmt(pm), fmt(pn), cr) if cr else "-",
