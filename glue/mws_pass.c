@@ -359,7 +359,10 @@ static int pass_schedule(mws_drive *dv, apr_time_t next)
         next = earliest(next, dv->close_deadline);
     }
     if (dv->alloc_busy) {
-        trim_at = dv->last_read + MWS_TRIM_AFTER;
+        /* silence both ways: no input, no write through the filters */
+        trim_at = (dv->last_read > dv->last_filter_write ? dv->last_read
+                                                         : dv->last_filter_write)
+                  + MWS_TRIM_AFTER;
         if (now >= trim_at) {
             alloc_trim(dv);
         }
@@ -617,28 +620,8 @@ void mws_drive_last_words(mws_drive *dv)
     }
 }
 
-/*
- * The connection allocator of a parked WebSocket.  Asleep, it should keep
- * nothing (max-free 1, from mws_conn_accept() on).  Busy, that costs: every
- * read maps a fresh 8 KiB bucket buffer (and touches it) and unmaps it again,
- * two of each per message, since the core filter's greedy read takes a
- * second buffer while the first still holds the data.  So input lets it keep
- * two such buffers, and a second of silence gives them back.
- */
-#define MWS_BUSY_MAX_FREE (16 * 1024)
-
-/* Input arrived for a parked connection (its owner calls this). */
-void mws_alloc_busy(mws_drive *dv)
-{
-    /* the plain-socket path reads into the thread's buffer, not into
-     * buffers of this allocator */
-    if (dv->mc && dv->mc->b->max_free_lowered && !dv->alloc_busy
-        && !dv->plain_in) {
-        apr_allocator_max_free_set(apr_pool_allocator_get(dv->c->pool),
-                                   MWS_BUSY_MAX_FREE);
-        dv->alloc_busy = 1;
-    }
-}
+/* mws_alloc_busy() (mws_write.c) lets a busy connection's allocator keep
+ * its buffers; alloc_trim() takes them back after a second of silence. */
 
 /* ---- the driver ------------------------------------------------------- */
 

@@ -411,6 +411,7 @@ typedef struct mws_drive {
     apr_interval_time_t write_backoff;  /* until we try again            */
     apr_time_t drain_deadline;  /* done, but the last frames wait        */
     int alloc_busy;             /* the allocator may keep read buffers    */
+    apr_time_t last_filter_write;   /* last write through the filters     */
     int close_written;          /* our close frame is on the wire         */
     apr_time_t close_deadline;
     int code;                   /* for on_close                           */
@@ -604,7 +605,6 @@ int mws_drive_pass(mws_drive *dv, int need_read);
 int mws_drive_input(mws_drive *dv);
 void mws_drive_finish(mws_drive *dv);
 void mws_drive_last_words(mws_drive *dv);
-void mws_alloc_busy(mws_drive *dv);
 int mws_server_stopping(void);
 
 /* ---- mws_dispatch.c: the core's events, reassembly, close info ---------- */
@@ -623,6 +623,7 @@ apr_time_t mws_msg_check_stale(mws_drive *dv, apr_time_t now);
 /* ---- mws_write.c: the queue through the output filters ------------------ */
 apr_status_t mws_write_queue(mws_drive *dv, int careful);
 apr_time_t mws_write_retry_at(mws_drive *dv);
+void mws_alloc_busy(mws_drive *dv);
 
 /* ---- mws_timer.c: handler timers ----------------------------------------- */
 mws_timer *mws_timer_add(mws_conn *mc, unsigned ms, int periodic,

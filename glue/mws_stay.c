@@ -168,7 +168,6 @@ static void serve(stay_entry *s, int need_read)
     mws_drive *dv = s->dv;
     apr_time_t before = dv->last_read;
 
-    mws_alloc_busy(dv);
     dv->write_careful = 1;
     s->finished = mws_drive_pass(dv, need_read);
     dv->write_careful = 0;

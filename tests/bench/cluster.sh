@@ -32,7 +32,8 @@ WSLOAD=$BUILD/tests/bench/wsload
 fail() { echo "cluster.sh: $*" >&2; exit 1; }
 for f in "$MOD_WS" "$MOD_CHAT"; do [ -f "$f" ] || fail "$f is missing: run make"; done
 command -v redis-server >/dev/null || fail "redis-server is not installed"
-${CC:-gcc} -O2 -Wall -Wextra -o "$WSLOAD" "$HERE/wsload.c" || fail "wsload did not build"
+${CC:-gcc} -O2 -Wall -Wextra -o "$WSLOAD" "$HERE/wsload.c" -lz -lssl -lcrypto -pthread \
+    || fail "wsload did not build (needs zlib1g-dev, libssl-dev)"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 ROOT=$(mktemp -d /tmp/mws-cluster-XXXXXX)

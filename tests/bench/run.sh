@@ -20,15 +20,40 @@
 # (mws chat vs node fanout.js); user-space instructions per echoed 64-byte
 # message from callgrind (httpd -X, and node).
 #
+# Fan-out at capacity (fanoutcap, fanouttls, fanout10k): the offered publish
+# rate is stepped up until deliveries fall behind, a message is lost or the
+# fan-out p99 passes BENCH_CAP_P99_MS; the highest rate each peer sustained
+# is its capacity.  fanoutcap: 1,000 receivers in the clear; fanouttls: wss://
+# to $BENCH_TLS_RECEIVERS receivers, httpd's TLS virtual host (mod_ssl) vs
+# node/fanout.js over `https` with the same self-signed EC certificate (made
+# here, in the temp dir); fanout10k: $BENCH_10K_RECEIVERS receivers in the
+# clear.  fanouttls and fanout10k run $BENCH_REPEAT interleaved rounds, and
+# say whether the server or the load generator (wsload at 100% of the CPUs
+# it may use) ended each peer's stepping (limit=server|wsload|rates).
+#
 # Environment (defaults in brackets):
 #   BENCH_FULL=1             also hold 10,000 and 15,000 connections
 #   BENCH_SETS               which parts run ["echo hold overcap fanoutcap
-#                            deflate broadcast instr"]
+#                            fanouttls fanout10k deflate broadcast instr"]
 #   BENCH_DEFLATE_IDLE [2000] deflate: idle connections per compression mode
 #   BENCH_CAP_RATES          fanoutcap: offered publishes/s, stepped up
 #                            ["100 200 400 800 1600 3200"]
-#   BENCH_CAP_P99_MS [100]   fanoutcap: a rate whose fan-out p99 is above
-#                            this is not sustained
+#   BENCH_CAP_P99_MS [100]   fanoutcap/tls/10k: a rate whose fan-out p99 is
+#                            above this is not sustained
+#   BENCH_TLS_RECEIVERS [1000]  fanouttls: wss:// receivers
+#   BENCH_TLS_RATES          fanouttls: offered publishes/s, stepped up
+#                            ["25 50 100 200 400 800 1600 3200"]
+#   BENCH_10K_RECEIVERS [10000] fanout10k: receivers
+#   BENCH_10K_RATES          fanout10k: offered publishes/s, stepped up
+#                            ["2 4 8 16 32 64 128 256"]
+#   BENCH_10K_CONN_RATE [2000]  fanout10k: new connections per second
+#   BENCH_10K_P99_MS [1000]  fanout10k's p99 bound: ten times the receivers
+#                            of fanoutcap, ten times its bound (one message
+#                            reaching 10,000 parked connections on one CPU
+#                            takes ~100-200 ms on this machine by itself)
+#   BENCH_WSLOAD_THREADS     wsload --threads for the fan-out sets [the
+#                            number of CPUs in BENCH_CPU_LOAD]: threads on
+#                            one CPU add nothing
 #   BENCH_CAP [1000]         overcap: WebSocketMaxConnections of
 #                            /echo-capped; 1.5 x as many clients try
 #   BENCH_REPEAT [3]         repetitions of the timed runs
@@ -81,7 +106,7 @@ TPC=${BENCH_TPC:-25}
 PROXY_TPC=${BENCH_PROXY_TPC:-300}
 ARWF=${BENCH_ARWF:-200}
 DO_CG=${BENCH_CALLGRIND:-1}
-SETS=" ${BENCH_SETS:-echo hold overcap fanoutcap deflate broadcast instr} "
+SETS=" ${BENCH_SETS:-echo hold overcap fanoutcap fanouttls fanout10k deflate broadcast instr} "
 CAP=${BENCH_CAP:-1000}
 want() { case $SETS in *" $1 "*) return 0 ;; esac; return 1; }
 DO_CG_NODE=${BENCH_CG_NODE:-1}
@@ -124,7 +149,8 @@ fi
 
 # ---- build the load generator and the node peers --------------------------
 mkdir -p "$BUILD/tests/bench"
-${CC:-gcc} -O2 -Wall -Wextra -o "$WSLOAD" "$HERE/wsload.c" -lz || fail "wsload did not build"
+${CC:-gcc} -O2 -Wall -Wextra -o "$WSLOAD" "$HERE/wsload.c" -lz -lssl -lcrypto -pthread \
+    || fail "wsload did not build (needs zlib1g-dev, libssl-dev)"
 if [ ! -f "$HERE/node/node_modules/ws/package.json" ]; then
     log "npm install (ws) in $HERE/node"
     (cd "$HERE/node" && timeout 300 npm install --no-audit --no-fund --loglevel=error) \
@@ -198,6 +224,25 @@ NODE_PORT=$(free_port)
 FAN_PORT=$(free_port)
 PROXY_PORT=$(free_port)
 CG_PORT=$(free_port)
+MWS_TLS_PORT=$(free_port)
+FAN_TLS_PORT=$(free_port)
+
+# ---- fanouttls: one throw-away certificate for both peers ---------------------
+# EC P-256: a handshake costs the server far less than with RSA, for both
+# peers alike; made in the temp dir, removed with it, never committed
+WANT_TLS=0
+want fanouttls && WANT_TLS=1
+if [ "$WANT_TLS" = 1 ]; then
+    [ -f "$MODULES/mod_ssl.so" ] || fail "$MODULES/mod_ssl.so is missing (fanouttls)"
+    mkdir -p "$ROOT/tls"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -keyout "$ROOT/tls/key.pem" -out "$ROOT/tls/cert.pem" -days 2 \
+        -subj /CN=localhost -addext basicConstraints=critical,CA:FALSE \
+        -addext subjectAltName=IP:127.0.0.1,DNS:localhost \
+        >/dev/null 2>"$ROOT/tls/openssl.err" \
+        || { cat "$ROOT/tls/openssl.err" >&2; fail "openssl req failed"; }
+    chmod 600 "$ROOT/tls/key.pem"
+fi
 
 # ---- httpd configs -----------------------------------------------------------
 mpm_conf() {   # mpm_conf SERVERLIMIT THREADSPERCHILD
@@ -269,11 +314,35 @@ EOF
 </Location>
 EOF
         fi
+        if [ "$WANT_TLS" = 1 ]; then
+            # the same /chat over wss:// (the <Location>s below apply to
+            # this virtual host too); httpd reads the key as root
+            cat <<EOF
+LoadModule ssl_module $MODULES/mod_ssl.so
+LoadModule socache_shmcb_module $MODULES/mod_socache_shmcb.so
+Listen 127.0.0.1:$MWS_TLS_PORT
+SSLSessionCache "shmcb:$ROOT/mws/run/ssl_scache(512000)"
+<VirtualHost 127.0.0.1:$MWS_TLS_PORT>
+    SSLEngine on
+    SSLCertificateFile "$ROOT/tls/cert.pem"
+    SSLCertificateKeyFile "$ROOT/tls/key.pem"
+</VirtualHost>
+EOF
+        fi
         if [ "$HAVE_CHAT" = 1 ]; then
+            # fanout10k needs 10,001 WebSockets on /chat: with the MPM
+            # settings above WebSocketMaxConnections auto admits
+            # (ThreadsPerChild 25 - 5 kept for HTTP) x (1 + ARWF 200) x 4
+            # children = 16,080, so /chat keeps the default; run.sh checks
+            # the MWS00120 figure against the receivers before fanout10k
+            # presence off: no join/leave notices (fanout.js sends none);
+            # with them, opening N receivers costs N x N / 2 deliveries
+            # (50 million for fanout10k) and closing them as many again
             cat <<EOF
 <Location /chat>
     SetHandler websocket
     WebSocketHandler $MOD_CHAT
+    WebSocketHandlerOption presence off
     Require all granted
 </Location>
 <Location /chatz>
@@ -355,11 +424,13 @@ stop_httpd() {   # stop_httpd CONF
     kill -9 "$pid" 2>/dev/null
 }
 
-start_node() {   # start_node SCRIPT PORT -> sets NODE_STARTED_PID
-    $PIN_SERVER node "$HERE/node/$1" "$2" > "$ROOT/node/$1.log" 2>&1 &
+start_node() {   # start_node SCRIPT PORT [ARGS...] -> sets NODE_STARTED_PID
+    local script=$1 port=$2
+    shift 2
+    $PIN_SERVER node "$HERE/node/$script" "$port" "$@" > "$ROOT/node/$script.$port.log" 2>&1 &
     NODE_STARTED_PID=$!
     PIDS_TO_STOP+=("$NODE_STARTED_PID")
-    wait_port "$2" 30 || { cat "$ROOT/node/$1.log" >&2; fail "node $1 did not listen on $2"; }
+    wait_port "$port" 30 || { cat "$ROOT/node/$script.$port.log" >&2; fail "node $script did not listen on $port"; }
 }
 
 # ---- one run: wsload with a tag; the summary line goes to $RAW ---------------
@@ -411,6 +482,11 @@ stop_peers() {
 start_peers
 start_node fanout.js "$FAN_PORT"; FAN_PID=$NODE_STARTED_PID
 log "fanout :$FAN_PORT (pid $FAN_PID)"
+if [ "$WANT_TLS" = 1 ]; then
+    start_node fanout.js "$FAN_TLS_PORT" --tls "$ROOT/tls/cert.pem" "$ROOT/tls/key.pem"
+    FAN_TLS_PID=$NODE_STARTED_PID
+    log "fanout https :$FAN_TLS_PORT (pid $FAN_TLS_PID); mws wss :$MWS_TLS_PORT"
+fi
 
 # a short warm-up of every peer (JIT, page faults, thread start)
 for peer in mws node proxy; do
@@ -480,30 +556,113 @@ fi
 # passes BENCH_CAP_P99_MS; report the highest rate each peer sustained ------
 CAP_P99_US=$(( ${BENCH_CAP_P99_MS:-100} * 1000 ))
 CAP_RATES=${BENCH_CAP_RATES:-"100 200 400 800 1600 3200"}
-fanout_cap() {   # fanout_cap PEER PORT PID
-    local peer=$1 port=$2 pid=$3 r line best="" dps p99 ok
-    for r in $CAP_RATES; do
-        run "peer=$peer test=fanstep_r$r rep=1" broadcast -p "$port" \
-            -P "/chat?room=bench" -r "$RECEIVERS" -m $(( r * 3 )) -w 1 \
-            --rate "$r" --conn-rate 1000 --inflight 200 --msg-timeout 5 \
-            --settle 1 --server-pid "$pid"
+# wsload's threads for the fan-out sets: one per CPU it may use (threads
+# sharing one CPU add nothing; the publisher keeps the main thread)
+LOAD_NCPU=1
+[ -n "$PIN_LOAD" ] && LOAD_NCPU=$($PIN_LOAD nproc 2>/dev/null || echo 1)
+[ -z "$PIN_LOAD" ] && LOAD_NCPU=$(nproc)
+WSLOAD_THREADS=${BENCH_WSLOAD_THREADS:-$LOAD_NCPU}
+# fanout_cap PEER PORT PID SET STEP NRECV RATES REP [WSLOAD ARGS...]: step
+# the offered rate; the line "test=SET mode=fanoutcap" gives the highest rate
+# sustained and what ended the stepping: limit=server (the server fell
+# behind, lost a message or passed the p99 bound), limit=wsload (wsload was
+# at 100% of the CPUs it may use in that step: the load generator, not the
+# server, was the limit), limit=rates (every offered rate was sustained)
+fanout_cap() {
+    local peer=$1 port=$2 pid=$3 set=$4 step=$5 nrecv=$6 rates=$7 rep=$8
+    local r m line best="" dps p99 ok lim limit=rates bound=$CAP_P99_US
+    shift 8
+    [ "$set" = fanout10k ] && bound=$K10_P99_US
+    for r in $rates; do
+        # 3 s of messages, but at least 100 (a p99 of fewer is their
+        # maximum: one hiccup of the machine decides it), at most 10 s
+        m=$(( r * 3 ))
+        [ "$m" -lt 100 ] && m=100
+        [ "$m" -gt $(( r * 10 )) ] && m=$(( r * 10 ))
+        run "peer=$peer test=${step}_r$r rep=$rep" broadcast -p "$port" \
+            -P "/chat?room=bench" -r "$nrecv" -m "$m" -w 1 \
+            --rate "$r" --inflight 200 --msg-timeout 5 \
+            --settle 1 --server-pid "$pid" "$@"
         line=$(tail -n 1 "$RAW")
         ok=$(echo "$line" | grep -o ' ok=[01]' | cut -d= -f2)
         dps=$(echo "$line" | grep -o 'deliveries_per_s=[0-9]*' | cut -d= -f2)
         p99=$(echo "$line" | grep -o 'fanout_p99_us=[0-9]*' | cut -d= -f2)
+        lim=$(echo "$line" | grep -o 'load_limited=[01]' | cut -d= -f2)
         sleep 2
         if [ "$ok" != 1 ] || [ -z "$dps" ] || [ -z "$p99" ] \
-           || [ "$p99" -gt "$CAP_P99_US" ] \
-           || [ $(( dps * 10 )) -lt $(( r * RECEIVERS * 9 )) ]; then
+           || [ "$p99" -gt "$bound" ] \
+           || [ $(( dps * 10 )) -lt $(( r * nrecv * 9 )) ]; then
+            limit=server
+            [ "$lim" = 1 ] && limit=wsload
             break
         fi
         best="max_rate=$r deliveries_per_s=$dps fanout_p99_us=$p99"
+        [ "$lim" = 1 ] && best="$best load_limited_at_max=1"
     done
-    echo "peer=$peer test=fanoutcap rep=1 mode=fanoutcap receivers=$RECEIVERS p99_bound_us=$CAP_P99_US ${best:-max_rate=0 deliveries_per_s=0} ok=1" | tee -a "$RAW" >&2
+    echo "peer=$peer test=$set rep=$rep mode=fanoutcap receivers=$nrecv p99_bound_us=$bound ${best:-max_rate=0 deliveries_per_s=0} limit=$limit ok=1" | tee -a "$RAW" >&2
 }
 if want fanoutcap; then
-    [ "$HAVE_CHAT" = 1 ] && fanout_cap mws "$MWS_PORT" "$MWS_PID"
-    fanout_cap node "$FAN_PORT" "$FAN_PID"
+    [ "$HAVE_CHAT" = 1 ] && fanout_cap mws "$MWS_PORT" "$MWS_PID" fanoutcap fanstep \
+        "$RECEIVERS" "$CAP_RATES" 1 --conn-rate 1000
+    fanout_cap node "$FAN_PORT" "$FAN_PID" fanoutcap fanstep "$RECEIVERS" "$CAP_RATES" 1 \
+        --conn-rate 1000
+fi
+
+# ---- fan-out at capacity over TLS and to 10,000: interleaved rounds, the
+# peers' order alternating -----------------------------------------------------
+TLS_RECEIVERS=${BENCH_TLS_RECEIVERS:-1000}
+TLS_RATES=${BENCH_TLS_RATES:-"25 50 100 200 400 800 1600 3200"}
+K10_RECEIVERS=${BENCH_10K_RECEIVERS:-10000}
+K10_RATES=${BENCH_10K_RATES:-"2 4 8 16 32 64 128 256"}
+K10_CONN_RATE=${BENCH_10K_CONN_RATE:-2000}
+K10_P99_US=$(( ${BENCH_10K_P99_MS:-1000} * 1000 ))
+fan_rounds() {   # fan_rounds SET: BENCH_REPEAT rounds of both peers
+    local set=$1 rep peers peer
+    for rep in $(seq 1 "$REPEAT"); do
+        peers="mws node"
+        [ $(( rep % 2 )) = 0 ] && peers="node mws"
+        for peer in $peers; do
+            case $set:$peer in
+                fanouttls:mws)
+                    fanout_cap mws "$MWS_TLS_PORT" "$MWS_PID" fanouttls fantls_step \
+                        "$TLS_RECEIVERS" "$TLS_RATES" "$rep" --tls --conn-rate 1000 \
+                        --threads "$WSLOAD_THREADS" ;;
+                fanouttls:node)
+                    fanout_cap node "$FAN_TLS_PORT" "$FAN_TLS_PID" fanouttls fantls_step \
+                        "$TLS_RECEIVERS" "$TLS_RATES" "$rep" --tls --conn-rate 1000 \
+                        --threads "$WSLOAD_THREADS" ;;
+                fanout10k:mws)
+                    fanout_cap mws "$MWS_PORT" "$MWS_PID" fanout10k fan10k_step \
+                        "$K10_RECEIVERS" "$K10_RATES" "$rep" --conn-rate "$K10_CONN_RATE" \
+                        --threads "$WSLOAD_THREADS" ;;
+                fanout10k:node)
+                    fanout_cap node "$FAN_PORT" "$FAN_PID" fanout10k fan10k_step \
+                        "$K10_RECEIVERS" "$K10_RATES" "$rep" --conn-rate "$K10_CONN_RATE" \
+                        --threads "$WSLOAD_THREADS" ;;
+            esac
+        done
+    done
+}
+if want fanouttls; then
+    if [ "$HAVE_CHAT" = 1 ]; then
+        fan_rounds fanouttls
+    else
+        echo "peer=mws test=fanouttls rep=1 mode=fanoutcap ok=0 skipped=no_chat_handler" >> "$RAW"
+    fi
+fi
+if want fanout10k; then
+    # WebSocketMaxConnections auto must admit every receiver and the
+    # publisher (the start-up line MWS00120 gives the server's figure)
+    k10_cap=$(grep -o 'MWS00120: WebSocket capacity: [0-9]* per child, [0-9]* per server' \
+                  "$ROOT/mws/logs/error_log" | tail -1 | awk '{print $(NF-2)}')
+    if [ -n "$k10_cap" ] && [ "$k10_cap" -le "$K10_RECEIVERS" ]; then
+        log "fanout10k: WebSocketMaxConnections auto is $k10_cap, below $K10_RECEIVERS + 1 (raise BENCH_ARWF)"
+    fi
+    if [ "$HAVE_CHAT" = 1 ]; then
+        fan_rounds fanout10k
+    else
+        echo "peer=mws test=fanout10k rep=1 mode=fanoutcap ok=0 skipped=no_chat_handler" >> "$RAW"
+    fi
 fi
 
 # ---- permessage-deflate: a compressed broadcast's server CPU per delivery

@@ -19,6 +19,12 @@ ECHO_TESTS = [
     ("echo64_c100_d10", "echo 64 B, 100 conns, depth 10"),
     ("echo16k_c10", "echo 16 KiB, 10 conns"),
 ]
+# the fan-out-at-capacity sets: (set, its step lines' prefix, label)
+FANCAP_SETS = [
+    ("fanouttls", "fantls_step", "broadcast capacity over TLS (wss://)"),
+    ("fanout10k", "fan10k_step", "broadcast capacity"),
+]
+FANCAP_TARGET = 3.0      # the issue: >= 3x Node ws, p99 below it
 RSS_TARGET = 8192        # the issue's 8 KiB
 RSS_FLOOR_OK = 8704      # within 3% of the ~8,400 B floor (notes/event-mpm.md)
 INSTR_TARGET = 2500
@@ -120,6 +126,16 @@ def main():
                      % (cap["mws"] or cap["node"])[0].get("receivers", "?"),
                      fmt(m["mws"]), fmt(m["node"]), "-",
                      fmt_ratio(ratio(m["mws"], m["node"])), "-"))
+    for fset, _step, label in FANCAP_SETS:
+        fc = {p: get(fset, p) for p in PEERS}
+        if not (fc["mws"] or fc["node"]):
+            continue
+        m = {p: median(fc[p], "deliveries_per_s") for p in PEERS}
+        head.append(("%s to %s (highest sustained, median of %d rounds), deliveries/s"
+                     % (label, (fc["mws"] or fc["node"])[0].get("receivers", "?"),
+                        max(len(fc["mws"]), len(fc["node"]))),
+                     fmt(m["mws"]), fmt(m["node"]), "-",
+                     fmt_ratio(ratio(m["mws"], m["node"])), "-"))
     im = {p: median(get("instr", p), "instr_per_msg") for p in PEERS}
     if any(v is not None for v in im.values()):
         head.append(("instructions per 64 B echo", fmt(im["mws"]), fmt(im["node"]), "-",
@@ -198,6 +214,84 @@ def main():
               " generator, not the server, sets the pace)")
         print()
 
+    # ---- fan-out at capacity: every round, and the p99 at equal load --------------
+    fan_verdicts = []
+    for fset, step, label in FANCAP_SETS:
+        fc = {p: get(fset, p) for p in ("mws", "node")}
+        if not (fc["mws"] or fc["node"]):
+            continue
+        nrecv = (fc["mws"] or fc["node"])[0].get("receivers", "?")
+        print("## %s to %s receivers: each round (rates stepped up; p99 in"
+              " microseconds)" % (label, nrecv))
+        lines = []
+        for p in ("mws", "node"):
+            for r in fc[p]:
+                if r.get("skipped"):
+                    lines.append((r.get("rep", "?"), p, "skipped: " + r["skipped"],
+                                  "", "", "", ""))
+                    continue
+                lines.append((r.get("rep", "?"), p, r.get("max_rate", "?"),
+                              fmt(num(r.get("deliveries_per_s"))),
+                              fmt(num(r.get("fanout_p99_us"))),
+                              r.get("limit", "?") + (" (wsload at 100% at that rate)"
+                                                     if r.get("load_limited_at_max") == "1"
+                                                     else "")))
+        print(table(("round", "peer", "highest rate/s", "deliveries/s",
+                     "all-received p99", "what ended the stepping"), lines))
+        # p99 at equal offered load: the highest rate both peers sustained
+        # in the same round, every step line of that rate (medians)
+        steps = {}
+        for p in ("mws", "node"):
+            for r in rows:
+                t = r.get("test", "")
+                if r.get("peer") == p and t.startswith(step + "_r") and r.get("ok") == "1":
+                    steps.setdefault(int(t[len(step) + 2:]), {}).setdefault(p, []).append(r)
+        best = {p: [num(r.get("max_rate")) or 0 for r in fc[p]] for p in ("mws", "node")}
+        common = min(statistics.median(best["mws"]) if best["mws"] else 0,
+                     statistics.median(best["node"]) if best["node"] else 0)
+        both = [k for k in steps if len(steps[k]) == 2]
+        cr = max([k for k in both if k <= common] or [0])
+        how = "the highest rate both sustained"
+        if not cr and both:
+            # a peer sustained no offered rate: the lowest rate both
+            # delivered in full, whatever its p99
+            cr = min(both)
+            how = "the lowest rate both delivered in full; a peer sustained none"
+        pm = pn = None
+        if cr:
+            pm = median(steps[cr]["mws"], "fanout_p99_us")
+            pn = median(steps[cr]["node"], "fanout_p99_us")
+            lm = median(steps[cr]["mws"], "lat_p99_us")
+            ln = median(steps[cr]["node"], "lat_p99_us")
+            cm = median(steps[cr]["mws"], "server_cpu_us_per_delivery")
+            cn = median(steps[cr]["node"], "server_cpu_us_per_delivery")
+            print("at %d publishes/s (%s; medians of %d/%d runs): all-received"
+                  " p99 mws %s vs node %s us; per-delivery p99 mws %s vs node %s us;"
+                  " server CPU per delivery mws %s vs node %s us"
+                  % (cr, how, len(steps[cr]["mws"]), len(steps[cr]["node"]),
+                     fmt(pm), fmt(pn), fmt(lm), fmt(ln), fmt(cm), fmt(cn)))
+        limits = {p: sorted({r.get("limit", "?") for r in fc[p]}) for p in ("mws", "node")}
+        print("what ended the stepping: mws %s, node %s (wsload: the load generator, not"
+              " the server, was at 100%% of its CPUs; rates: every offered rate was"
+              " sustained, capacity is at least that)"
+              % ("/".join(limits["mws"]) or "-", "/".join(limits["node"]) or "-"))
+        print()
+        a = median(fc["mws"], "deliveries_per_s")
+        b = median(fc["node"], "deliveries_per_s")
+        rr = ratio(a, b)
+        lower = " (mws at least: %s)" % "/".join(limits["mws"]) \
+            if set(limits["mws"]) & {"wsload", "rates"} else ""
+        fan_verdicts.append(("%s to %s >= 3x node (highest sustained)" % (label, nrecv),
+                             fmt_ratio(rr) + lower if rr is not None else
+                             "mws %s vs node %s deliveries/s" % (fmt(a), fmt(b)),
+                             ("n/a (node sustained no offered rate)" if b == 0 and a
+                              else "n/a") if rr is None else
+                             ("met" if rr >= FANCAP_TARGET else "not met")))
+        fan_verdicts.append(("%s to %s: p99 below node at equal load" % (label, nrecv),
+                             "{} vs {} us at {}/s".format(fmt(pm), fmt(pn), cr) if cr else "-",
+                             "n/a" if pm is None or pn is None else
+                             ("met" if pm < pn else "not met")))
+
     # ---- instructions ----------------------------------------------------------
     irs = get("instr", "mws") + get("instr", "node")
     if irs:
@@ -266,6 +360,7 @@ def main():
                    "n/a" if rr is None else ("met" if rr >= 3 else "not met")))
         tl.append(("broadcast p99 latency below node", "{} vs {} us".format(fmt(pa), fmt(pb)),
                    "n/a" if pa is None or pb is None else ("met" if pa < pb else "not met")))
+    tl.extend(fan_verdicts)
     print(table(("target", "measured", "verdict"), tl))
 
     errs = [r for r in rows if r.get("mode") == "errorlog"]
@@ -276,7 +371,9 @@ def main():
                                               r.get("warn_lines", "?"), r.get("tags", "?"))
                         for r in errs))
     bad = [r for r in rows if r.get("ok") == "0" and r.get("mode") not in ("errorlog",)
-           and not r.get("skipped") and r["test"] != "overcap"]
+           and not r.get("skipped") and r["test"] != "overcap"
+           # a capacity step that failed is how the stepping ends
+           and "step_r" not in r["test"]]
     if bad:
         print("runs not ok (excluded from medians): " +
               ", ".join("{}/{}/{}".format(r["test"], r["peer"], r.get("rep", "?")) for r in bad))

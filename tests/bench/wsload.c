@@ -1,9 +1,10 @@
 /*
  * wsload.c -- a WebSocket load generator for mod_websocket's benchmarks.
  *
- * One file, no dependencies, Linux (epoll), single-threaded:
+ * One file, Linux (epoll); zlib for --deflate, OpenSSL for --tls, pthreads
+ * for --threads:
  *
- *     gcc -O2 -o wsload wsload.c
+ *     gcc -O2 -o wsload wsload.c -lz -lssl -lcrypto -pthread
  *
  * It does the HTTP/1.1 upgrade itself and checks Sec-WebSocket-Accept, masks
  * every frame with a fresh random key and verifies every echoed byte.  It
@@ -25,6 +26,13 @@
  *              receivers find anywhere in the text (so a JSON envelope is
  *              fine): deliveries/s and fan-out latency.
  *
+ * --tls speaks wss:// (OpenSSL, TLS 1.2 or 1.3, non-blocking, no
+ * certificate check: the server is 127.0.0.1 with a throw-away
+ * self-signed certificate).  --threads N (broadcast) splits the receivers
+ * over N threads, each with its own epoll; the publisher, its pacing and the
+ * per-message accounting stay on the main thread, and each thread's counts
+ * and latency histograms are merged at the end.
+ *
  * Output: one summary line of key=value pairs on stdout (progress and
  * errors go to stderr).  Exit status 0 when the run completed with no
  * verification or protocol error, 1 otherwise, 2 on a usage error.
@@ -38,6 +46,10 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -62,6 +74,7 @@
 #define MAX_DEPTH        1024
 #define MAX_PIDS         16
 #define MAX_BCAST_MSGS   1000000
+#define MAX_THREADS      64
 
 /* ------------------------------------------------------------------------ */
 /* small utilities                                                           */
@@ -118,8 +131,9 @@ static void *xrealloc(void *p, size_t n)
     return p;
 }
 
-/* xorshift64*: masks, keys and payload offsets; seeded from the kernel */
-static uint64_t rng_state;
+/* xorshift64*: masks, keys and payload offsets; seeded from the kernel,
+ * one state per thread */
+static __thread uint64_t rng_state;
 
 static uint64_t rnd64(void)
 {
@@ -325,6 +339,20 @@ static void hist_add(hist *h, uint64_t ns)
     h->n++;
 }
 
+/* adds src's samples to dst (the threads' histograms, at the end) */
+static void hist_merge(hist *dst, const hist *src)
+{
+    size_t i;
+
+    for (i = 0; i < H_FINE; i++)
+        dst->fine[i] += src->fine[i];
+    for (i = 0; i < H_COARSE; i++)
+        dst->coarse[i] += src->coarse[i];
+    dst->n += src->n;
+    if (src->max_ns > dst->max_ns)
+        dst->max_ns = src->max_ns;
+}
+
 /* the q-quantile (0 < q <= 1) in microseconds; 0 when empty */
 static double hist_q(const hist *h, double q)
 {
@@ -393,6 +421,9 @@ static struct {
     pid_t pids[MAX_PIDS];
     int npids;
     int quiet;
+    int tls;                    /* wss:// through OpenSSL                 */
+    int tls_max;                /* 12: at most TLS 1.2; 0: 1.3 allowed    */
+    int threads;                /* broadcast: receiver threads            */
 } opt;
 
 static void usage(FILE *f)
@@ -415,6 +446,12 @@ static void usage(FILE *f)
 "      --server-pid PID     (repeatable) sum VmRSS/Threads of PID and all its\n"
 "                           descendants from /proc (hold, broadcast)\n"
 "  -q, --quiet              no progress on stderr\n"
+"      --tls                wss://: TLS (1.2 or 1.3) through OpenSSL, no\n"
+"                           certificate check (127.0.0.1 only anyway)\n"
+"      --tls-max 1.2|1.3    the highest TLS version offered (default 1.3)\n"
+"      --threads N          broadcast: the receivers split over N threads,\n"
+"                           each with its own epoll (default 1: receivers\n"
+"                           and publisher share the main thread)\n"
 "echo:\n"
 "  -s, --size BYTES         payload size (default 64)\n"
 "      --deflate            offer permessage-deflate (as browsers do) and\n"
@@ -486,6 +523,7 @@ static void parse_args(int argc, char **argv)
     opt.settle_timeout = 20;
     opt.pub_prefix = "";
     opt.pub_suffix = "";
+    opt.threads = 1;
 
     if (argc < 2) {
         usage(stderr);
@@ -518,6 +556,22 @@ static void parse_args(int argc, char **argv)
         }
         else if (ARG("--binary", "--binary")) {
             opt.binary = 1;
+        }
+        else if (ARG("--tls", "--tls")) {
+            opt.tls = 1;
+        }
+        else if (ARG("--tls-max", "--tls-max")) {
+            NEEDV();
+            if (!strcmp(v, "1.2"))
+                opt.tls_max = 12;
+            else if (!strcmp(v, "1.3"))
+                opt.tls_max = 0;
+            else
+                die("--tls-max: '%s' is not 1.2 or 1.3", v);
+        }
+        else if (ARG("--threads", "--threads")) {
+            NEEDV();
+            opt.threads = (int)parse_num(a, v, 1, MAX_THREADS);
         }
         else if (ARG("-p", "--port")) {
             NEEDV();
@@ -677,6 +731,10 @@ static void parse_args(int argc, char **argv)
         opt.conn_rate = opt.mode == MODE_HOLD ? 1000 : 0;
     if (opt.mode == MODE_BROADCAST && opt.receivers + 1 > MAX_CONNS)
         die("too many receivers");
+    if (opt.threads > 1 && opt.mode != MODE_BROADCAST)
+        die("--threads is for broadcast (echo and hold run on one thread)");
+    if (opt.threads > opt.receivers)
+        opt.threads = opt.receivers;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -832,7 +890,10 @@ static tree_stats server_stats(void)
 /* ------------------------------------------------------------------------ */
 /* connections                                                               */
 
-enum { ST_IDLE, ST_CONNECTING, ST_HANDSHAKE, ST_OPEN, ST_DONE };
+/* ST_TLS: TCP is up, the TLS handshake runs (--tls) */
+enum { ST_IDLE, ST_CONNECTING, ST_TLS, ST_HANDSHAKE, ST_OPEN, ST_DONE };
+#define ST_PENDING(s) ((s) == ST_CONNECTING || (s) == ST_TLS \
+                       || (s) == ST_HANDSHAKE)
 enum { ROLE_PLAIN, ROLE_RECV, ROLE_PUB };
 
 typedef struct conn {
@@ -844,6 +905,9 @@ typedef struct conn {
     int close_sent;
     int close_rcvd;
     int failed;
+    SSL *ssl;               /* --tls */
+    int ssl_read_wants_out; /* SSL_read asked for writability */
+    int ssl_write_wants_in; /* SSL_write asked for readability */
     uint64_t deadline;      /* handshake deadline (ns) */
     char accept[32];
 
@@ -874,13 +938,17 @@ typedef struct conn {
     unsigned long long last_seq;   /* the last measured message it got */
 } conn;
 
-static int epfd = -1;
-static conn *conns;
-static int nconns;
+/* Per thread: its epoll, its slice of the connections and its counts (the
+ * main thread's are the only ones when --threads is 1) */
+static __thread int epfd = -1;
+static __thread conn *conns;
+static __thread int nconns;
 static uint8_t *pattern;    /* printable ASCII, so text frames are UTF-8 */
 static uint64_t run_deadline;
+static SSL_CTX *ssl_ctx;    /* --tls: one context, an SSL per connection */
+static int recv_open;       /* broadcast receivers open now (atomic)    */
 
-static struct {
+typedef struct stats {
     uint64_t connect_fail;     /* TCP connect refused/failed              */
     uint64_t hs_timeout;       /* no complete handshake by the deadline   */
     uint64_t rejected;         /* an HTTP answer other than 101           */
@@ -897,7 +965,30 @@ static struct {
     int pmd_conns;             /* --deflate: connections that negotiated it */
     uint64_t pmd_msgs;         /* compressed messages received            */
     uint64_t pmd_wire, pmd_plain;   /* their bytes, compressed and inflated */
-} st;
+} stats;
+static __thread stats st;
+
+/* adds a thread's counts to the main thread's (at the end) */
+static void stats_merge(stats *d, const stats *s)
+{
+    d->connect_fail += s->connect_fail;
+    d->hs_timeout += s->hs_timeout;
+    d->rejected += s->rejected;
+    d->rejected_503 += s->rejected_503;
+    d->bad_accept += s->bad_accept;
+    d->proto_err += s->proto_err;
+    d->verify_err += s->verify_err;
+    d->dropped += s->dropped;
+    d->unexpected += s->unexpected;
+    d->not_started += s->not_started;
+    d->opened += s->opened;
+    d->open_now += s->open_now;
+    d->handshaking += s->handshaking;
+    d->pmd_conns += s->pmd_conns;
+    d->pmd_msgs += s->pmd_msgs;
+    d->pmd_wire += s->pmd_wire;
+    d->pmd_plain += s->pmd_plain;
+}
 
 static void set_events(conn *c, int want_out)
 {
@@ -918,15 +1009,27 @@ static void conn_close_fd(conn *c)
 {
     if (c->state != ST_DONE)
         on_closed(c);
+    if (c->ssl) {
+        /* a close_notify where the connection ended in order (one try:
+         * non-blocking, nothing waited for) */
+        if (!c->failed && c->fd >= 0 && c->state != ST_TLS)
+            SSL_shutdown(c->ssl);
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+    }
     if (c->fd >= 0) {
         epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
         close(c->fd);
         c->fd = -1;
     }
-    if (c->state == ST_OPEN)
+    if (c->state == ST_OPEN) {
         st.open_now--;
-    else if (c->state == ST_CONNECTING || c->state == ST_HANDSHAKE)
+        if (c->role == ROLE_RECV)
+            __atomic_sub_fetch(&recv_open, 1, __ATOMIC_RELAXED);
+    }
+    else if (ST_PENDING(c->state)) {
         st.handshaking--;
+    }
     c->state = ST_DONE;
 }
 
@@ -1016,12 +1119,74 @@ static void put_frame(conn *c, int op, const uint8_t *p, size_t len)
     c->wlen += hl + 4 + len;
 }
 
+/* The socket or its TLS layer.  conn_send: bytes written, or -1 with
+ * errno EAGAIN (wait for writability), EINPROGRESS (TLS waits for
+ * readability) or another error.  conn_recv: bytes read, 0 at the end, or
+ * -1 with errno EAGAIN or another error. */
+static ssize_t conn_send(conn *c, const uint8_t *p, size_t len)
+{
+    int n, err;
+
+    if (!c->ssl)
+        return send(c->fd, p, len, MSG_NOSIGNAL);
+    ERR_clear_error();
+    n = SSL_write(c->ssl, p, len > 1u << 30 ? 1 << 30 : (int)len);
+    if (n > 0) {
+        c->ssl_write_wants_in = 0;
+        return n;
+    }
+    err = SSL_get_error(c->ssl, n);
+    if (err == SSL_ERROR_WANT_WRITE) {
+        errno = EAGAIN;
+    }
+    else if (err == SSL_ERROR_WANT_READ) {
+        c->ssl_write_wants_in = 1;
+        errno = EINPROGRESS;
+    }
+    else if (!(err == SSL_ERROR_SYSCALL && errno)) {
+        errno = EPIPE;
+    }
+    return -1;
+}
+
+static ssize_t conn_recv(conn *c, uint8_t *p, size_t len)
+{
+    int n, err;
+
+    if (!c->ssl)
+        return recv(c->fd, p, len, 0);
+    ERR_clear_error();
+    n = SSL_read(c->ssl, p, len > 1u << 30 ? 1 << 30 : (int)len);
+    if (n > 0) {
+        c->ssl_read_wants_out = 0;
+        return n;
+    }
+    err = SSL_get_error(c->ssl, n);
+    if (err == SSL_ERROR_WANT_READ) {
+        errno = EAGAIN;
+        return -1;
+    }
+    if (err == SSL_ERROR_WANT_WRITE) {
+        /* a TLS record must go out first: wait for writability */
+        c->ssl_read_wants_out = 1;
+        set_events(c, 1);
+        errno = EAGAIN;
+        return -1;
+    }
+    if (err == SSL_ERROR_ZERO_RETURN)
+        return 0;                   /* close_notify */
+    if (err == SSL_ERROR_SYSCALL && errno == 0)
+        return 0;                   /* EOF without close_notify */
+    if (!(err == SSL_ERROR_SYSCALL && errno))
+        errno = EPROTO;
+    return -1;
+}
+
 /* writes what it can; arms EPOLLOUT for the rest */
 static void conn_flush(conn *c)
 {
     while (c->fd >= 0 && c->woff < c->wlen) {
-        ssize_t n = send(c->fd, c->wbuf + c->woff, c->wlen - c->woff,
-                         MSG_NOSIGNAL);
+        ssize_t n = conn_send(c, c->wbuf + c->woff, c->wlen - c->woff);
         if (n > 0) {
             c->woff += (size_t)n;
         }
@@ -1030,6 +1195,11 @@ static void conn_flush(conn *c)
         }
         else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             set_events(c, 1);
+            return;
+        }
+        else if (n < 0 && errno == EINPROGRESS) {
+            /* TLS reads first; conn_readable flushes again */
+            set_events(c, c->ssl_read_wants_out);
             return;
         }
         else {
@@ -1042,7 +1212,7 @@ static void conn_flush(conn *c)
     }
     if (c->fd >= 0) {
         c->woff = c->wlen = 0;
-        set_events(c, 0);
+        set_events(c, c->ssl_read_wants_out);
     }
 }
 
@@ -1058,6 +1228,8 @@ static void send_close(conn *c, int code)
     c->close_sent = 1;
     conn_flush(c);
 }
+
+static void tls_desc(const conn *c, char *out, size_t outlen);
 
 /* ---- per-mode callbacks ---- */
 static void on_open(conn *c);
@@ -1230,6 +1402,8 @@ static void handle_handshake(conn *c)
     st.handshaking--;
     st.opened++;
     st.open_now++;
+    if (c->role == ROLE_RECV)
+        __atomic_add_fetch(&recv_open, 1, __ATOMIC_RELAXED);
     on_open(c);
     if (c->state == ST_OPEN)
         parse_frames(c);
@@ -1237,8 +1411,8 @@ static void handle_handshake(conn *c)
 
 /* A whole compressed message (RFC 7692): inflate it with the tail added
  * back, then hand it on as any message.  0, or -1 (failed). */
-static uint8_t *zbuf;
-static size_t zcap;
+static __thread uint8_t *zbuf;
+static __thread size_t zcap;
 
 static int pmd_message(conn *c, int op, const uint8_t *p, size_t len)
 {
@@ -1436,20 +1610,23 @@ static void parse_frames(conn *c)
 static void conn_readable(conn *c)
 {
     int rounds;
+    /* TLS: room for a whole record (16 KiB), so that SSL_read never leaves
+     * bytes in OpenSSL's buffer, where epoll cannot see them */
+    size_t room = c->ssl ? 16384 + 1024 : 4096;
 
     /* bounded: a flood on one connection cannot starve the others */
     for (rounds = 0; rounds < 16 && c->fd >= 0; rounds++) {
         ssize_t n;
-        if (c->rcap - c->rlen < 4096)
-            rbuf_reserve(c, c->rlen + 16384);
-        n = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
+        if (c->rcap - c->rlen < room)
+            rbuf_reserve(c, c->rlen + room + 16384);
+        n = conn_recv(c, c->rbuf + c->rlen, c->rcap - c->rlen);
         if (n > 0) {
             c->rlen += (size_t)n;
             if (c->state == ST_HANDSHAKE)
                 handle_handshake(c);
             else if (c->state == ST_OPEN)
                 parse_frames(c);
-            if ((size_t)n < 4096)
+            if ((size_t)n < 4096 && !(c->ssl && SSL_pending(c->ssl) > 0))
                 break;
         }
         else if (n == 0) {
@@ -1470,7 +1647,7 @@ static void conn_readable(conn *c)
         else {
             char why[96];
             snprintf(why, sizeof(why), "recv: %s", strerror(errno));
-            if (c->state == ST_HANDSHAKE || c->state == ST_CONNECTING)
+            if (ST_PENDING(c->state))
                 conn_fail(c, &st.connect_fail, why);
             else if (!c->close_sent)
                 conn_fail(c, &st.dropped, why);
@@ -1481,6 +1658,34 @@ static void conn_readable(conn *c)
     }
     if (c->fd >= 0 && c->wlen > c->woff)
         conn_flush(c);
+}
+
+/* one step of the TLS handshake; the WebSocket upgrade follows it */
+static void tls_step(conn *c)
+{
+    int rc, err;
+
+    ERR_clear_error();
+    rc = SSL_do_handshake(c->ssl);
+    if (rc == 1) {
+        send_handshake(c);
+        return;
+    }
+    err = SSL_get_error(c->ssl, rc);
+    if (err == SSL_ERROR_WANT_READ) {
+        set_events(c, 0);
+    }
+    else if (err == SSL_ERROR_WANT_WRITE) {
+        set_events(c, 1);
+    }
+    else {
+        char why[160];
+        unsigned long e = ERR_peek_last_error();
+        snprintf(why, sizeof(why), "TLS handshake failed: %s",
+                 e && ERR_reason_error_string(e)
+                 ? ERR_reason_error_string(e) : strerror(errno));
+        conn_fail(c, &st.connect_fail, why);
+    }
 }
 
 static void conn_event(conn *c, uint32_t ev)
@@ -1498,10 +1703,27 @@ static void conn_event(conn *c, uint32_t ev)
             conn_fail(c, &st.connect_fail, why);
             return;
         }
+        if (opt.tls) {
+            c->ssl = SSL_new(ssl_ctx);
+            if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1) {
+                conn_fail(c, &st.connect_fail, "SSL_new failed");
+                return;
+            }
+            SSL_set_connect_state(c->ssl);
+            c->state = ST_TLS;
+            tls_step(c);
+            return;
+        }
         send_handshake(c);
         return;
     }
+    if (c->state == ST_TLS) {
+        tls_step(c);
+        return;
+    }
     if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        conn_readable(c);
+    else if (c->fd >= 0 && c->ssl_read_wants_out && (ev & EPOLLOUT))
         conn_readable(c);
     if (c->fd >= 0 && (ev & EPOLLOUT))
         conn_flush(c);
@@ -1533,8 +1755,7 @@ static int loop(uint64_t deadline, int (*done)(void), void (*tick)(uint64_t),
             if (st.handshaking > 0) {
                 for (i = 0; i < nconns; i++) {
                     conn *c = &conns[i];
-                    if ((c->state == ST_CONNECTING ||
-                         c->state == ST_HANDSHAKE) && now > c->deadline)
+                    if (ST_PENDING(c->state) && now > c->deadline)
                         conn_fail(c, &st.hs_timeout, "handshake timed out");
                 }
             }
@@ -1554,20 +1775,24 @@ static int loop(uint64_t deadline, int (*done)(void), void (*tick)(uint64_t),
 
 /* ---- opening connections at a bounded rate ---- */
 
-static int open_first, open_last, open_next;
-static uint64_t open_t0;
-static int open_role;
+static __thread int open_first, open_last, open_next;
+static __thread uint64_t open_t0;
+static __thread int open_role;
 
 static void open_tick(uint64_t now)
 {
     double allowed;
     int started = open_next - open_first;
+    /* --threads: the rate and the handshakes in flight are shared out */
+    int inflight = opt.inflight / opt.threads > 0
+                   ? opt.inflight / opt.threads : 1;
 
     if (opt.conn_rate > 0)
-        allowed = opt.conn_rate * (double)(now - open_t0) / 1e9 + 1;
+        allowed = opt.conn_rate / opt.threads * (double)(now - open_t0) / 1e9
+                  + 1;
     else
         allowed = 1e18;
-    while (open_next < open_last && st.handshaking < opt.inflight &&
+    while (open_next < open_last && st.handshaking < inflight &&
            (double)started < allowed) {
         conn_start(&conns[open_next++], open_role);
         started++;
@@ -1590,7 +1815,8 @@ static int open_range(int first, int last, int role)
     open_last = last;
     open_role = role;
     open_t0 = now_ns();
-    secs = (opt.conn_rate > 0 ? (last - first) / opt.conn_rate : 0) +
+    secs = (opt.conn_rate > 0 ? (last - first) * opt.threads / opt.conn_rate
+                              : 0) +
            opt.connect_timeout + 5;
     loop(open_t0 + (uint64_t)(secs * 1e9), open_done, open_tick, 1);
     /* whatever is still pending failed */
@@ -1601,7 +1827,7 @@ static int open_range(int first, int last, int role)
             c->failed = 1;
             st.not_started++;
         }
-        else if (c->state == ST_CONNECTING || c->state == ST_HANDSHAKE) {
+        else if (ST_PENDING(c->state)) {
             conn_fail(c, &st.hs_timeout, NULL);
         }
         if (c->state == ST_OPEN)
@@ -1753,6 +1979,7 @@ static int echo_conns_lost(void)
 static int run_echo(void)
 {
     int i, open, ok;
+    char tls[160];
     uint64_t t0, t1, msgs;
     double secs;
 
@@ -1797,6 +2024,7 @@ static int run_echo(void)
     ok = open == nconns && st.verify_err == 0 && st.proto_err == 0 &&
          st.dropped == 0 && ec.outstanding == 0 && ec.lost == 0 &&
          (!opt.count || ec.completed_all == opt.count);
+    tls_desc(&conns[0], tls, sizeof(tls));
     close_all();
 
     printf("%s%smode=echo conns=%d size=%zu depth=%d type=%s open=%d msgs=%llu"
@@ -1810,6 +2038,7 @@ static int run_echo(void)
            hist_q(&ec.lat, 0.999), (double)(ec.lat.max_ns / 1000),
            (unsigned long long)st.verify_err,
            (unsigned long long)ec.lost);
+    fputs(tls, stdout);
     print_common();
     printf(" ok=%d\n", ok);
     return ok ? 0 : 1;
@@ -1851,6 +2080,7 @@ static int run_hold(void)
     uint64_t t0, t_open;
     int i, open, held_n;
     double connect_s;
+    char tls[160];
 
     alloc_conns(opt.conns);
     before = server_stats();
@@ -1880,6 +2110,7 @@ static int run_hold(void)
     }
     loop(now_ns() + (uint64_t)(opt.pong_timeout * 1e9), hold_all_ponged,
          NULL, 0);
+    tls_desc(&conns[0], tls, sizeof(tls));
     close_all();
     after = server_stats();
 
@@ -1901,6 +2132,7 @@ static int run_hold(void)
                held_n > 0 ? held.rss_kb * 1024 / held_n : 0,
                before.threads, held.threads);
     }
+    fputs(tls, stdout);
     print_common();
     printf(" ok=%d\n", hold_ponged == nconns && st.proto_err == 0);
     return hold_ponged == nconns ? 0 : 1;
@@ -1909,24 +2141,46 @@ static int run_hold(void)
 /* ------------------------------------------------------------------------ */
 /* broadcast                                                                 */
 
+/* The receivers' side of the counts, one per thread (with --threads N: N
+ * receiver threads, and the main thread's own slot last, for the
+ * publisher); merged when the threads have ended. */
+typedef struct worker {
+    pthread_t tid;
+    int first, count;          /* its receivers: all_conns[first, +count) */
+    int open;                  /* of those, open after the open phase     */
+    int ready;                 /* (atomic) its open phase is over         */
+    int started;               /* the thread runs (join it)               */
+    uint64_t deliveries;
+    uint64_t last_delivery;
+    uint64_t order_bad;        /* a message after a later one (receiver)  */
+    hist lat;                  /* per delivery                            */
+    stats st;                  /* its connection counts, at its end       */
+} worker;
+
+static worker *workers;
+static int nworkers;
+static __thread worker *self;
+static conn *all_conns;
+static int bc_stop;            /* (atomic) receiver threads: close, end   */
+
+/* Shared by all threads: the publisher's side (main thread) and the
+ * per-message counts, which receivers on any thread update atomically */
 static struct {
     conn *pub;
     int nrecv;                 /* receivers open when measuring began      */
-    int probed;                /* receivers that saw a probe              */
+    int probed;                /* (atomic) receivers that saw a probe     */
     uint64_t last_probe;
-    int next_seq;              /* next measured message to send (1-based) */
-    int completed;             /* messages fully fanned out or timed out  */
-    int incomplete;            /* of those, timed out with receivers missing */
+    int next_seq;              /* (atomic) next measured message to send  */
+    int completed;             /* (atomic) fully fanned out or timed out  */
+    int incomplete;            /* (atomic) of those, timed out            */
     int oldest;                /* oldest message not yet complete         */
-    uint64_t *sent_ts;
-    uint32_t *delivered;
-    uint8_t *done;
-    uint64_t deliveries;
-    uint64_t first_send, last_delivery, last_send;
-    hist lat;                  /* per delivery                            */
-    hist fan;                  /* per message: until the last receiver    */
-    uint64_t order_bad;        /* a message after a later one (receiver)  */
-    int measuring;
+    uint64_t *sent_ts;         /* (atomic) written before the send        */
+    uint32_t *delivered;       /* (atomic)                                */
+    uint8_t *done;             /* (atomic) 0, 1 all received, 2 timed out */
+    uint64_t *fan_ns;          /* until the last receiver got it          */
+    uint64_t first_send, last_send;
+    hist fan;                  /* per message, built from fan_ns at the end */
+    int measuring;             /* (atomic)                                */
     char *buf;
     size_t bufcap;
 } bc;
@@ -1951,26 +2205,35 @@ static void bcast_send(int seq)
     memcpy(bc.buf + pl, token, (size_t)n);
     memset(bc.buf + pl + n, 'x', len - pl - (size_t)n - sl);
     memcpy(bc.buf + len - sl, opt.pub_suffix, sl);
-    put_frame(bc.pub, 0x1, (const uint8_t *)bc.buf, len);
-    conn_flush(bc.pub);
     if (seq > 0) {
-        bc.sent_ts[seq] = ts;
+        /* before the send: a receiver on another thread may read it as
+         * soon as the message is out */
+        __atomic_store_n(&bc.sent_ts[seq], ts, __ATOMIC_RELEASE);
+        __atomic_store_n(&bc.next_seq, seq + 1, __ATOMIC_RELEASE);
         if (!bc.first_send)
             bc.first_send = ts;
         bc.last_send = ts;
     }
+    put_frame(bc.pub, 0x1, (const uint8_t *)bc.buf, len);
+    conn_flush(bc.pub);
 }
 
-static void bcast_complete(int seq, int timed_out)
+/* seq is complete: all its receivers got it (at `now`), or it timed out;
+ * whichever comes first counts */
+static void bcast_complete(int seq, int timed_out, uint64_t now)
 {
-    if (bc.done[seq])
+    uint8_t expect = 0;
+
+    if (!__atomic_compare_exchange_n(&bc.done[seq], &expect,
+                                     (uint8_t)(timed_out ? 2 : 1), 0,
+                                     __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
         return;
-    bc.done[seq] = 1;
-    bc.completed++;
-    if (timed_out)
-        bc.incomplete++;
+    if (!timed_out)
+        bc.fan_ns[seq] = now - __atomic_load_n(&bc.sent_ts[seq],
+                                               __ATOMIC_ACQUIRE);
     else
-        hist_add(&bc.fan, bc.last_delivery - bc.sent_ts[seq]);
+        __atomic_add_fetch(&bc.incomplete, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&bc.completed, 1, __ATOMIC_RELEASE);
 }
 
 static void bcast_message(conn *c, int op, const uint8_t *p, size_t len)
@@ -1998,30 +2261,34 @@ static void bcast_message(conn *c, int op, const uint8_t *p, size_t len)
     if (seq == 0) {
         if (!c->probed) {
             c->probed = 1;
-            bc.probed++;
+            __atomic_add_fetch(&bc.probed, 1, __ATOMIC_RELAXED);
         }
         return;
     }
-    if (!bc.measuring || seq >= (unsigned long long)bc.next_seq ||
-        bc.sent_ts[seq] != ts)
+    if (!__atomic_load_n(&bc.measuring, __ATOMIC_ACQUIRE) ||
+        seq >= (unsigned long long)__atomic_load_n(&bc.next_seq,
+                                                   __ATOMIC_ACQUIRE) ||
+        __atomic_load_n(&bc.sent_ts[seq], __ATOMIC_ACQUIRE) != ts)
         return;
     /* every receiver gets the messages in the order they were sent (one
      * publisher: its order is the channel's) */
     if (seq <= c->last_seq)
-        bc.order_bad++;
+        self->order_bad++;
     else
         c->last_seq = seq;
     now = now_ns();
-    bc.deliveries++;
-    bc.last_delivery = now;
-    hist_add(&bc.lat, now - ts);
-    if (++bc.delivered[seq] >= (uint32_t)bc.nrecv)
-        bcast_complete((int)seq, 0);
+    self->deliveries++;
+    self->last_delivery = now;
+    hist_add(&self->lat, now - ts);
+    if (__atomic_add_fetch(&bc.delivered[seq], 1, __ATOMIC_ACQ_REL)
+        >= (uint32_t)bc.nrecv)
+        bcast_complete((int)seq, 0, now);
 }
 
 static int bcast_all_probed(void)
 {
-    return bc.probed >= st.open_now - (bc.pub->state == ST_OPEN ? 1 : 0) ||
+    return __atomic_load_n(&bc.probed, __ATOMIC_RELAXED)
+               >= __atomic_load_n(&recv_open, __ATOMIC_RELAXED) ||
            bc.pub->state != ST_OPEN;
 }
 
@@ -2036,15 +2303,16 @@ static void bcast_probe_tick(uint64_t now)
 static void bcast_tick(uint64_t now)
 {
     uint64_t tmo = (uint64_t)(opt.msg_timeout * 1e9);
+    int next = bc.next_seq;    /* only this (the main) thread writes it */
 
     /* time out the oldest messages that are missing receivers */
-    while (bc.oldest < bc.next_seq) {
-        if (bc.done[bc.oldest]) {
+    while (bc.oldest < next) {
+        if (__atomic_load_n(&bc.done[bc.oldest], __ATOMIC_ACQUIRE)) {
             bc.oldest++;
             continue;
         }
         if (now - bc.sent_ts[bc.oldest] > tmo) {
-            bcast_complete(bc.oldest, 1);
+            bcast_complete(bc.oldest, 1, now);
             bc.oldest++;
             continue;
         }
@@ -2063,56 +2331,156 @@ static void bcast_tick(uint64_t now)
                                                     : 0) / 1e9)
                 break;
         }
-        else if (sent - bc.completed >= opt.window) {
+        else if (sent - __atomic_load_n(&bc.completed, __ATOMIC_ACQUIRE)
+                 >= opt.window) {
             break;
         }
-        bc.next_seq++;
-        bcast_send(bc.next_seq - 1);
+        /* it stamps the message, then moves next_seq past it, then sends
+         * (a receiver on another thread reads them in that order) */
+        bcast_send(bc.next_seq);
     }
 }
 
 static int bcast_done(void)
 {
-    return bc.completed >= opt.messages || bc.pub->state != ST_OPEN;
+    return __atomic_load_n(&bc.completed, __ATOMIC_ACQUIRE) >= opt.messages
+           || bc.pub->state != ST_OPEN;
+}
+
+static int bcast_stopped(void)
+{
+    return __atomic_load_n(&bc_stop, __ATOMIC_ACQUIRE) != 0;
+}
+
+/* a receiver thread: opens its slice, serves it until told to stop, then
+ * closes it and leaves its counts in its worker slot */
+static void *recv_thread(void *arg)
+{
+    worker *w = arg;
+
+    self = w;
+    rng_seed();
+    epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (epfd < 0)
+        die("epoll_create1: %s", strerror(errno));
+    conns = all_conns + w->first;
+    nconns = w->count;
+    w->open = open_range(0, nconns, ROLE_RECV);
+    __atomic_store_n(&w->ready, 1, __ATOMIC_RELEASE);
+    loop(run_deadline, bcast_stopped, NULL, 0);
+    close_all();
+    w->st = st;
+    close(epfd);
+    return NULL;
+}
+
+/* CPUs this process may run on (taskset) */
+static int usable_cpus(void)
+{
+    cpu_set_t set;
+
+    if (sched_getaffinity(0, sizeof(set), &set) != 0)
+        return 1;
+    return CPU_COUNT(&set) > 0 ? CPU_COUNT(&set) : 1;
+}
+
+/* " tls=TLSv1.3 tls_cipher=..." for a TLS connection, else "" */
+static void tls_desc(const conn *c, char *out, size_t outlen)
+{
+    out[0] = '\0';
+    if (c->ssl)
+        snprintf(out, outlen, " tls=%s tls_cipher=%s", SSL_get_version(c->ssl),
+                 SSL_CIPHER_get_name(SSL_get_current_cipher(c->ssl)));
 }
 
 static int run_broadcast(void)
 {
-    int open, i;
-    uint64_t t;
-    double secs, wall, load_cpu;
+    int open = 0, i, threaded = opt.threads > 1, busy, limited;
+    uint64_t t, deliveries = 0, last_delivery = 0, order_bad = 0;
+    double secs, wall, load_cpu, load_pct;
     tree_stats before, during, m0;
+    worker *mine;
+    hist lat;
+    char tls[160];
 
     alloc_conns(opt.receivers + 1);
+    all_conns = conns;
     bc.sent_ts = xcalloc((size_t)opt.messages + 1, sizeof(uint64_t));
     bc.delivered = xcalloc((size_t)opt.messages + 1, sizeof(uint32_t));
     bc.done = xcalloc((size_t)opt.messages + 1, 1);
-    hist_init(&bc.lat);
+    bc.fan_ns = xcalloc((size_t)opt.messages + 1, sizeof(uint64_t));
     hist_init(&bc.fan);
+    /* slots: the receiver threads', then the main thread's */
+    nworkers = threaded ? opt.threads : 0;
+    workers = xcalloc((size_t)nworkers + 1, sizeof(worker));
+    for (i = 0; i <= nworkers; i++)
+        hist_init(&workers[i].lat);
+    mine = &workers[nworkers];
+    self = mine;
     before = server_stats();
-    open = open_range(0, opt.receivers, ROLE_RECV);
+    if (threaded) {
+        int per = opt.receivers / nworkers, extra = opt.receivers % nworkers;
+        int first = 0, waited;
+        for (i = 0; i < nworkers; i++) {
+            int rc;
+            workers[i].first = first;
+            workers[i].count = per + (i < extra ? 1 : 0);
+            first += workers[i].count;
+            rc = pthread_create(&workers[i].tid, NULL, recv_thread,
+                                &workers[i]);
+            if (rc != 0)
+                die("pthread_create: %s", strerror(rc));
+            workers[i].started = 1;
+        }
+        /* the main thread keeps the publisher alone */
+        conns = all_conns + opt.receivers;
+        nconns = 1;
+        for (waited = 0; ; waited++) {
+            int ready = 0;
+            for (i = 0; i < nworkers; i++)
+                ready += __atomic_load_n(&workers[i].ready, __ATOMIC_ACQUIRE);
+            if (ready == nworkers || now_ns() >= run_deadline)
+                break;
+            usleep(10000);
+        }
+        for (i = 0; i < nworkers; i++)
+            open += __atomic_load_n(&workers[i].ready, __ATOMIC_ACQUIRE)
+                    ? workers[i].open : 0;
+        bc.pub = &conns[0];
+        open_range(0, 1, ROLE_PUB);
+    }
+    else {
+        open = open_range(0, opt.receivers, ROLE_RECV);
+        bc.pub = &conns[opt.receivers];
+        open_range(opt.receivers, opt.receivers + 1, ROLE_PUB);
+    }
     if (!opt.quiet)
-        note("broadcast: %d of %d receivers open", open, opt.receivers);
-    bc.pub = &conns[opt.receivers];
-    open_range(opt.receivers, opt.receivers + 1, ROLE_PUB);
+        note("broadcast: %d of %d receivers open (%d thread%s)", open,
+             opt.receivers, threaded ? nworkers : 1, threaded ? "s" : "");
     if (bc.pub->state != ST_OPEN) {
+        __atomic_store_n(&bc_stop, 1, __ATOMIC_RELEASE);
+        for (i = 0; i < nworkers; i++) {
+            if (workers[i].started) {
+                pthread_join(workers[i].tid, NULL);
+                stats_merge(&st, &workers[i].st);
+            }
+        }
         printf("%s%smode=broadcast receivers=%d open=%d publisher=failed",
                opt.tag, opt.tag[0] ? " " : "", opt.receivers, open);
         print_common();
         printf(" ok=0\n");
         return 1;
     }
+    tls_desc(bc.pub, tls, sizeof(tls));
     /* probes until every receiver got one: subscriptions are live */
     loop(now_ns() + (uint64_t)(opt.settle_timeout * 1e9), bcast_all_probed,
          bcast_probe_tick, 0);
     if (!opt.quiet)
-        note("broadcast: %d receivers answered the probe", bc.probed);
+        note("broadcast: %d receivers answered the probe",
+             __atomic_load_n(&bc.probed, __ATOMIC_RELAXED));
     loop(now_ns() + (uint64_t)(opt.settle * 1e9), NULL, NULL, 0);
 
-    bc.nrecv = 0;
-    for (i = 0; i < opt.receivers; i++)
-        if (conns[i].state == ST_OPEN)
-            bc.nrecv++;
+    bc.nrecv = __atomic_load_n(&recv_open, __ATOMIC_ACQUIRE);
     bc.next_seq = 1;
     bc.oldest = 1;
     /* CPU time of the server and of this process over the measured
@@ -2120,18 +2488,45 @@ static int run_broadcast(void)
     m0 = server_stats();
     load_cpu = self_cpu_s();
     t = now_ns();
-    bc.measuring = 1;
+    __atomic_store_n(&bc.measuring, 1, __ATOMIC_RELEASE);
     loop(t + (uint64_t)((opt.messages / (opt.rate > 0 ? opt.rate : 1.0) +
                          opt.msg_timeout * (opt.rate > 0 ? 1 : opt.messages))
                         * 1e9) + 10000000000ull,
          bcast_done, bcast_tick, 1);
-    bc.measuring = 0;
+    __atomic_store_n(&bc.measuring, 0, __ATOMIC_RELEASE);
     load_cpu = self_cpu_s() - load_cpu;
     wall = (double)(now_ns() - t) / 1e9;
     during = server_stats();
-    secs = bc.last_delivery > bc.first_send
-         ? (double)(bc.last_delivery - bc.first_send) / 1e9 : 0;
+    __atomic_store_n(&bc_stop, 1, __ATOMIC_RELEASE);
     close_all();
+    for (i = 0; i < nworkers; i++) {
+        if (workers[i].started) {
+            pthread_join(workers[i].tid, NULL);
+            stats_merge(&st, &workers[i].st);
+        }
+    }
+    /* merge the threads' counts (the main thread's slot is the only one
+     * without --threads) */
+    hist_init(&lat);
+    for (i = 0; i <= nworkers; i++) {
+        deliveries += workers[i].deliveries;
+        order_bad += workers[i].order_bad;
+        if (workers[i].last_delivery > last_delivery)
+            last_delivery = workers[i].last_delivery;
+        hist_merge(&lat, &workers[i].lat);
+    }
+    for (i = 1; i <= opt.messages; i++)
+        if (bc.done[i] == 1)
+            hist_add(&bc.fan, bc.fan_ns[i]);
+    secs = last_delivery > bc.first_send
+         ? (double)(last_delivery - bc.first_send) / 1e9 : 0;
+    load_pct = wall > 0 ? 100.0 * load_cpu / wall : 0;
+    /* the load generator was the limit when it used (nearly) all the CPU
+     * it can use: its busy threads, on the CPUs it may run on */
+    busy = threaded ? nworkers + 1 : 1;
+    if (busy > usable_cpus())
+        busy = usable_cpus();
+    limited = load_pct >= 90.0 * busy;
 
     printf("%s%smode=broadcast receivers=%d open=%d probed=%d messages=%d"
            " sent=%d expected=%llu delivered=%llu incomplete=%d secs=%.3f"
@@ -2141,19 +2536,20 @@ static int run_broadcast(void)
            opt.tag, opt.tag[0] ? " " : "", opt.receivers, open, bc.probed,
            opt.messages, bc.next_seq - 1,
            (unsigned long long)bc.nrecv * (unsigned long long)opt.messages,
-           (unsigned long long)bc.deliveries, bc.incomplete, secs,
-           secs > 0 ? (double)bc.deliveries / secs : 0,
-           hist_q(&bc.lat, 0.50), hist_q(&bc.lat, 0.99),
-           (double)(bc.lat.max_ns / 1000), hist_q(&bc.fan, 0.50),
-           hist_q(&bc.fan, 0.99), (unsigned long long)bc.order_bad);
+           (unsigned long long)deliveries, bc.incomplete, secs,
+           secs > 0 ? (double)deliveries / secs : 0,
+           hist_q(&lat, 0.50), hist_q(&lat, 0.99),
+           (double)(lat.max_ns / 1000), hist_q(&bc.fan, 0.50),
+           hist_q(&bc.fan, 0.99), (unsigned long long)order_bad);
     if (opt.npids)
         printf(" rss_before_kb=%ld rss_during_kb=%ld threads_during=%ld"
                " server_cpu_s=%.2f server_cpu_us_per_delivery=%.2f",
                before.rss_kb, during.rss_kb, during.threads,
                during.cpu_s - m0.cpu_s,
-               bc.deliveries ? (during.cpu_s - m0.cpu_s) * 1e6
-                               / (double)bc.deliveries : 0);
-    printf(" load_cpu_pct=%.0f", wall > 0 ? 100.0 * load_cpu / wall : 0);
+               deliveries ? (during.cpu_s - m0.cpu_s) * 1e6
+                            / (double)deliveries : 0);
+    printf(" load_cpu_pct=%.0f load_threads=%d load_cpus=%d load_limited=%d%s",
+           load_pct, threaded ? nworkers + 1 : 1, usable_cpus(), limited, tls);
     print_common();
     printf(" ok=%d\n", open == opt.receivers && bc.incomplete == 0 &&
            bc.completed == opt.messages && st.proto_err == 0);
@@ -2213,6 +2609,30 @@ static void raise_nofile(void)
     }
 }
 
+/* --tls: one client context for every connection and thread.  No
+ * certificate check (the server is on 127.0.0.1 with a throw-away
+ * self-signed certificate); TLS 1.2 at least, 1.3 unless --tls-max 1.2;
+ * partial writes, since a frame may go out in several tries from a buffer
+ * that grows (and moves) in between. */
+static void tls_init(void)
+{
+    ssl_ctx = SSL_CTX_new(TLS_client_method());
+    if (!ssl_ctx)
+        die("SSL_CTX_new failed");
+    SSL_CTX_set_verify(ssl_ctx, SSL_VERIFY_NONE, NULL);
+    if (SSL_CTX_set_min_proto_version(ssl_ctx, TLS1_2_VERSION) != 1 ||
+        SSL_CTX_set_max_proto_version(ssl_ctx, opt.tls_max == 12
+                                      ? TLS1_2_VERSION : 0) != 1)
+        die("cannot set the TLS versions");
+    SSL_CTX_set_mode(ssl_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE
+                              | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    /* a peer that closes without close_notify is an EOF, not an error */
+    SSL_CTX_set_options(ssl_ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+    /* each connection makes its own full handshake, as distinct clients
+     * would */
+    SSL_CTX_set_session_cache_mode(ssl_ctx, SSL_SESS_CACHE_OFF);
+}
+
 int main(int argc, char **argv)
 {
     size_t i, plen;
@@ -2229,6 +2649,8 @@ int main(int argc, char **argv)
     epfd = epoll_create1(EPOLL_CLOEXEC);
     if (epfd < 0)
         die("epoll_create1: %s", strerror(errno));
+    if (opt.tls)
+        tls_init();
     plen = PATTERN_SPAN + opt.size + 8;
     pattern = xmalloc(plen);
     for (i = 0; i < plen; i++)

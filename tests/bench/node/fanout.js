@@ -2,6 +2,8 @@
 // mod_websocket's chat handler in wsload's broadcast mode.
 //
 //     node fanout.js PORT
+//     node fanout.js PORT --tls CERT KEY     (wss://: https.createServer
+//                                            + ws, the PEM files given)
 //
 // Every message from any client goes, unchanged and with its type, to every
 // open client (the sender included, as a chat room would).  The path and the
@@ -10,22 +12,39 @@
 // handler's JSON envelope and this server's bare text both measure.
 'use strict';
 
+const fs = require('fs');
+const https = require('https');
 const { WebSocketServer, WebSocket } = require('ws');
 
 const port = parseInt(process.argv[2], 10);
-if (!(port > 0 && port < 65536)) {
-    console.error('usage: node fanout.js PORT');
+const tls = process.argv[3] === '--tls';
+if (!(port > 0 && port < 65536) || (process.argv.length > 3 &&
+                                    !(tls && process.argv.length === 6))) {
+    console.error('usage: node fanout.js PORT [--tls CERT KEY]');
     process.exit(2);
 }
 
-const wss = new WebSocketServer({
-    host: '127.0.0.1',
-    port: port,
+const common = {
     perMessageDeflate: false,
     maxPayload: 1024 * 1024,
-    backlog: 4096,
     clientTracking: true,
-});
+};
+let wss;
+let server = null;
+if (tls) {
+    // the same certificate and key as httpd's TLS virtual host
+    server = https.createServer({
+        cert: fs.readFileSync(process.argv[4]),
+        key: fs.readFileSync(process.argv[5]),
+    });
+    wss = new WebSocketServer(Object.assign({ server: server }, common));
+} else {
+    wss = new WebSocketServer(Object.assign({
+        host: '127.0.0.1',
+        port: port,
+        backlog: 4096,
+    }, common));
+}
 
 wss.on('connection', (ws) => {
     ws.on('message', (data, isBinary) => {
@@ -38,9 +57,15 @@ wss.on('connection', (ws) => {
     ws.on('error', () => {});
 });
 
-wss.on('listening', () => {
-    console.log('fanout.js listening on 127.0.0.1:' + port);
-});
+if (server) {
+    server.listen({ host: '127.0.0.1', port: port, backlog: 4096 }, () => {
+        console.log('fanout.js listening on https://127.0.0.1:' + port);
+    });
+} else {
+    wss.on('listening', () => {
+        console.log('fanout.js listening on 127.0.0.1:' + port);
+    });
+}
 
 process.on('SIGTERM', () => process.exit(0));
 process.on('SIGINT', () => process.exit(0));
