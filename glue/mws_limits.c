@@ -660,12 +660,13 @@ void mws_limits_release(mws_limit_hold *held)
  * A connection's limits, shared: most connections of a server have one of a
  * few sets (one per location, per Timeout), and a set is 80 bytes that every
  * idle WebSocket would otherwise carry in its pool's first page.  This
- * child keeps each distinct set once, for the rest of its life; past
- * MWS_LIMITS_SHARED sets, a connection gets its own copy in pool.
+ * child keeps each distinct set once, for the rest of its life, in static
+ * storage (nothing to free at exit, while a thread may still read one);
+ * past MWS_LIMITS_SHARED sets, a connection gets its own copy in pool.
  */
 #define MWS_LIMITS_SHARED 64
 static pthread_mutex_t shared_lock = PTHREAD_MUTEX_INITIALIZER;
-static mws_limits *shared_sets[MWS_LIMITS_SHARED];
+static mws_limits shared_sets[MWS_LIMITS_SHARED];
 static int n_shared_sets;
 
 static int limits_same(const mws_limits *a, const mws_limits *b)
@@ -686,20 +687,17 @@ static int limits_same(const mws_limits *a, const mws_limits *b)
 const mws_limits *mws_limits_shared(const mws_limits *l, apr_pool_t *pool)
 {
     const mws_limits *found = NULL;
-    mws_limits *copy;
     int i;
 
     pthread_mutex_lock(&shared_lock);
     for (i = 0; i < n_shared_sets && !found; ++i) {
-        if (limits_same(shared_sets[i], l)) {
-            found = shared_sets[i];
+        if (limits_same(&shared_sets[i], l)) {
+            found = &shared_sets[i];
         }
     }
-    if (!found && n_shared_sets < MWS_LIMITS_SHARED
-        && (copy = malloc(sizeof(*copy))) != NULL) {
-        *copy = *l;
-        shared_sets[n_shared_sets++] = copy;
-        found = copy;
+    if (!found && n_shared_sets < MWS_LIMITS_SHARED) {
+        shared_sets[n_shared_sets] = *l;
+        found = &shared_sets[n_shared_sets++];
     }
     pthread_mutex_unlock(&shared_lock);
     return found ? found : apr_pmemdup(pool, l, sizeof(*l));
