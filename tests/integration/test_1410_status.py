@@ -74,7 +74,12 @@ def test_1410_01_open_messages_closes(status_env):
                 msg = b"m%d-%d" % (i, j)
                 assert ws.echo(OP_TEXT, msg) == (OP_TEXT, msg)
         want_parked = n if env.mpm == "event" else 0
-        a1 = wait_for(env, lambda a: a["WebSocketOpen"] == n and a["WebSocketParked"] == want_parked)
+        # a child counts what it wrote after the write: the client may have
+        # read the echo, and another child may answer this page, first
+        a1 = wait_for(env, lambda a: a["WebSocketOpen"] == n
+                      and a["WebSocketParked"] == want_parked
+                      and a["WebSocketMessagesOut"] - a0["WebSocketMessagesOut"] >= 3 * n
+                      and a["WebSocketBytesOut"] - a0["WebSocketBytesOut"] >= 3 * n * (2 + 4))
         assert a1["WebSocketOpen"] == n, a1
         assert a1["WebSocketOpened"] - a0["WebSocketOpened"] == n
         assert a1["WebSocketMessagesIn"] - a0["WebSocketMessagesIn"] == 3 * n
