@@ -55,12 +55,36 @@ typedef struct {
     mws_conn *mc[1];            /* n of them, each with a reference */
 } mws_batch;
 
+/* A broadcast's callback touches thousands of connections that no CPU
+ * cache holds (their handles, bodies, locks); while one connection's write
+ * is in the kernel, the next ones are fetched.  Prefetching never faults,
+ * so a body freed meanwhile (the handle's b goes NULL with the pool) costs
+ * nothing; async_cb() decides under the lock whether it may be touched. */
+#define MWS_PREFETCH_AHEAD 2
+
 static void batch_cb(void *baton)
 {
     mws_batch *b = baton;
+    struct mws_conn_body *nb;
     size_t i;
 
+    for (i = 0; i < b->n && i < MWS_PREFETCH_AHEAD; ++i) {
+        __builtin_prefetch(b->mc[i], 1);
+    }
     for (i = 0; i < b->n; ++i) {
+        if (i + MWS_PREFETCH_AHEAD < b->n) {
+            __builtin_prefetch(b->mc[i + MWS_PREFETCH_AHEAD], 1);
+        }
+        if (i + 1 < b->n) {
+            /* a racy peek, only for the hint: async_cb() reads b under
+             * the lock */
+            nb = __atomic_load_n(&b->mc[i + 1]->b, __ATOMIC_RELAXED);
+            if (nb) {
+                __builtin_prefetch(nb, 0);              /* the queue */
+                __builtin_prefetch(&nb->dv, 0);         /* dv, c, limits */
+                __builtin_prefetch(&nb->bytes_out, 1);  /* figures */
+            }
+        }
         async_cb(b->mc[i]);     /* releases its reference */
     }
     free(b);
