@@ -176,7 +176,8 @@ def test_mws_1212_04_a_blocking_handler_leaves_the_hot_set(stayenv):
     own, while others echo.  The leader cannot know beforehand that a
     callback will block: the first slow pass delays the connections served
     with it, and sends its connection out of the set for 10 s.  So the
-    others' round trips stay well below 300 ms, but for at most one."""
+    others' round trips stay well below 300 ms, but for at most one each
+    (without the 10 s, every sleep in the set delays all three: 15 in 2 s)."""
     stop = threading.Event()
 
     def sleeper():
@@ -205,7 +206,7 @@ def test_mws_1212_04_a_blocking_handler_leaves_the_hot_set(stayenv):
         t.join(10)
     assert not errors, errors
     assert echoes > 300
-    assert converse.slow <= 1, "%d echoes over 0.25 s" % converse.slow
+    assert converse.slow <= 3, "%d echoes over 0.25 s" % converse.slow
 
 
 def test_mws_1212_05_more_stay_while_workers_are_idle_and_http_is_served(stayenv):
