@@ -128,6 +128,20 @@ def test_mws_1212_02_tls_never_stays(stayenv):
     assert led_since(stayenv, off) == (0, 0)
 
 
+def converse_beside(env, disturber, settle):
+    """3 clients converse for 2 s while disturber(stop) runs on a thread of
+    its own (started `settle` seconds before them)."""
+    stop = threading.Event()
+    t = threading.Thread(target=disturber, args=(stop,))
+    t.start()
+    try:
+        time.sleep(settle)
+        return converse(env, 3, 2.0)
+    finally:
+        stop.set()
+        t.join(10)
+
+
 def _flooder(env, stop):
     """A client in conversation (so that its connection stays) that then
     sends 60 KiB messages and never reads a reply: its socket's buffers
@@ -155,15 +169,8 @@ def _flooder(env, stop):
 def test_mws_1212_03_a_client_that_does_not_read_stalls_nobody(stayenv):
     # the flooder's queue passes its cap: the echo handler's send fails
     stayenv.allow_error(r"MWS00007: .*handler echo .*returned an error, closing with 1011")
-    stop = threading.Event()
-    t = threading.Thread(target=_flooder, args=(stayenv, stop))
-    t.start()
-    try:
-        time.sleep(0.3)
-        echoes, worst, errors = converse(stayenv, 3, 2.0)
-    finally:
-        stop.set()
-        t.join(10)
+    echoes, worst, errors = converse_beside(
+        stayenv, lambda stop: _flooder(stayenv, stop), 0.3)
     assert not errors, errors
     assert echoes > 300
     # a leader that waited for the flooder would stall the others until
@@ -178,9 +185,8 @@ def test_mws_1212_04_a_blocking_handler_leaves_the_hot_set(stayenv):
     with it, and sends its connection out of the set for 10 s.  So the
     others' round trips stay well below 300 ms, but for at most one each
     (without the 10 s, every sleep in the set delays all three: 15 in 2 s)."""
-    stop = threading.Event()
 
-    def sleeper():
+    def sleeper(stop):
         # in conversation (its connection stays), then a message whose
         # callback blocks, again and again
         ws = stayenv.ws("/t")
@@ -196,14 +202,7 @@ def test_mws_1212_04_a_blocking_handler_leaves_the_hot_set(stayenv):
         finally:
             ws.conn.sock.close()
 
-    t = threading.Thread(target=sleeper)
-    t.start()
-    try:
-        time.sleep(0.2)
-        echoes, worst, errors = converse(stayenv, 3, 2.0)
-    finally:
-        stop.set()
-        t.join(10)
+    echoes, worst, errors = converse_beside(stayenv, sleeper, 0.2)
     assert not errors, errors
     assert echoes > 300
     assert converse.slow <= 3, "%d echoes over 0.25 s" % converse.slow
