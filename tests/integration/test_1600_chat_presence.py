@@ -3,15 +3,14 @@ no join or leave notices (a broadcast-only room: N clients joining would
 otherwise cost N x N / 2 deliveries, which is what the benchmark's 10,000
 receivers hit), messages still reach the whole room; `presence on` is the
 default; any other value fails the handler's init (500, an error logged)."""
-import json
 import os
 
 import pytest
 
 import conftest
 from wsclient import OP_TEXT
+from test_1800_handlers import MOD_CHAT, close_ws, recv_json
 
-MOD_CHAT = os.path.join(conftest.BUILD_DIR, "handlers", ".libs", "mod_ws_chat.so")
 
 LOCATIONS = """
 <Location /chat-quiet>
@@ -47,21 +46,6 @@ def penv(env):
     env.restart(locations=locations(env))
     yield env
     env.restart()
-
-
-def recv_json(ws, timeout=5.0):
-    op, payload = ws.recv_message(timeout)
-    assert op == OP_TEXT, (op, payload)
-    return json.loads(payload.decode("utf-8"))
-
-
-def close_ws(ws):
-    try:
-        ws.send_close(1000)
-        ws.expect_close("any", reply=False, allow_frames=True)
-    except Exception:
-        pass
-    ws.close()
 
 
 def test_mws_1600_01_quiet_room_has_no_join_or_leave(penv):

@@ -12,7 +12,7 @@ import pytest
 import conftest
 
 SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench", "wsload.c")
-MOD_CHAT = os.path.join(conftest.BUILD_DIR, "handlers", ".libs", "mod_ws_chat.so")
+from test_1800_handlers import MOD_CHAT
 
 LOCATIONS = """
 <Location /chat-quiet>
