@@ -17,9 +17,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
-#include <poll.h>
 #include <sched.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "apr_thread_proc.h"
